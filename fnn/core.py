@@ -1,0 +1,176 @@
+"""The three public contracts (Layer, Loss, Optimizer) and the checks that build error messages.
+
+Every user-facing check raises ``ValueError`` naming the layer or function, what was
+expected and what was received. Shapes are static under ``jax.jit``, so shape checks cost
+nothing at run time; value checks (labels in range, NaN) only run where values are concrete
+(eager calls, data loading, the inputs ``fit`` receives) and are skipped on tracers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class Layer(NamedTuple):
+    """A layer as three pure functions (see DESIGN.md).
+
+    init(key, input_shape) -> (output_shape, params, state)
+    apply(params, state, x, *, key=None, train=False) -> (y, new_state)
+    backward(params, state, x, dy, *, key=None, train=False) -> (dparams, dx)
+    """
+
+    name: str
+    init: Callable
+    apply: Callable
+    backward: Callable
+
+
+class Loss(NamedTuple):
+    """A loss as two pure functions: value(pred, target) -> scalar, backward(pred, target) -> dpred."""
+
+    name: str
+    value: Callable
+    backward: Callable
+
+
+class Optimizer(NamedTuple):
+    """init(params) -> opt_state; update(grads, opt_state, params, **extra) -> (updates, opt_state)."""
+
+    init: Callable
+    update: Callable
+
+
+# ----------------------------------------------------------------------------------------
+# Formatting
+
+
+def fmt_shape(shape: Sequence[Any]) -> str:
+    """(None, 28, 1) -> '(N, 28, 1)'; a leading None is the batch axis, other Nones are '?'."""
+    parts = []
+    for i, d in enumerate(shape):
+        if d is None:
+            parts.append("N" if i == 0 else "?")
+        else:
+            parts.append(str(d))
+    return "(" + ", ".join(parts) + (",)" if len(parts) == 1 else ")")
+
+
+def is_concrete(x: Any) -> bool:
+    """True when `x` holds values (not a tracer under jit/grad/vmap)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+# ----------------------------------------------------------------------------------------
+# Shape checks
+
+
+def check_shape(name: str, what: str, shape: Sequence[int], *, rank: int | None = None,
+                min_rank: int | None = None) -> tuple[int, ...]:
+    """Validate a per-example shape given to `init` and return it as a tuple of ints."""
+    try:
+        shape = tuple(int(d) for d in shape)
+    except TypeError:
+        raise ValueError(f"{name}: {what} must be a tuple of ints, got {shape!r}") from None
+    if rank is not None and len(shape) != rank:
+        raise ValueError(f"{name}: expected {what} of rank {rank} (no batch axis), "
+                         f"got {fmt_shape(shape)} of rank {len(shape)}")
+    if min_rank is not None and len(shape) < min_rank:
+        raise ValueError(f"{name}: expected {what} of rank >= {min_rank} (no batch axis), "
+                         f"got {fmt_shape(shape)}")
+    if any(d <= 0 for d in shape):
+        raise ValueError(f"{name}: {what} must have positive sizes, got {fmt_shape(shape)}")
+    return shape
+
+
+def check_input(name: str, x: Any, expected: Sequence[int | None]) -> None:
+    """Check that `x` is a floating array of shape `expected` (None matches any size).
+
+    Integer inputs are refused rather than silently wrapped or promoted: convert images
+    with ``x.astype(jnp.float32) / 255`` (or a Standardizer) first.
+    """
+    shape = tuple(np.shape(x))
+    expected = tuple(expected)
+    ok = len(shape) == len(expected) and all(e is None or e == s for e, s in zip(expected, shape))
+    if not ok:
+        raise ValueError(f"{name}: expected x of shape {fmt_shape(expected)}, got {fmt_shape(shape)}")
+    check_float(name, "x", x)
+    if shape and shape[0] == 0:
+        raise ValueError(f"{name}: got an empty batch, x of shape {fmt_shape(shape)}")
+
+
+def check_float(name: str, what: str, x: Any) -> None:
+    """Refuse integer/bool arrays where a floating array is required."""
+    dtype = jnp.result_type(x) if not hasattr(x, "dtype") else x.dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"{name}: expected {what} of a floating dtype, got {dtype} "
+                         f"(convert integer images with x.astype(jnp.float32) / 255 first)")
+
+
+def check_same_shape(name: str, pred: Any, target: Any, what: tuple[str, str] = ("pred", "target")) -> None:
+    """Refuse silent broadcasting between prediction and target."""
+    ps, ts = tuple(np.shape(pred)), tuple(np.shape(target))
+    if ps != ts:
+        raise ValueError(f"{name}: {what[0]} and {what[1]} must have the same shape, "
+                         f"got {what[0]} {fmt_shape(ps)} and {what[1]} {fmt_shape(ts)}")
+
+
+def check_finite(name: str, what: str, x: Any) -> None:
+    """Refuse NaN/Inf where values are concrete; a no-op on tracers."""
+    if is_concrete(x) and not bool(jnp.all(jnp.isfinite(jnp.asarray(x)))):
+        raise ValueError(f"{name}: {what} contains NaN or Inf")
+
+
+def check_tree_match(name: str, what: str, expected: Any, got: Any) -> None:
+    """Check that two pytrees have the same structure and leaf shapes."""
+    es, gs = jax.tree.structure(expected), jax.tree.structure(got)
+    if es != gs:
+        raise ValueError(f"{name}: {what} tree structure does not match: expected {es}, got {gs}")
+    for path_e, (le, lg) in zip(jax.tree_util.tree_leaves_with_path(expected),
+                                zip(jax.tree.leaves(expected), jax.tree.leaves(got))):
+        if np.shape(le) != np.shape(lg):
+            path = jax.tree_util.keystr(path_e[0])
+            raise ValueError(f"{name}: {what} leaf {path} expected shape {fmt_shape(np.shape(le))}, "
+                             f"got {fmt_shape(np.shape(lg))}")
+
+
+# ----------------------------------------------------------------------------------------
+# Argument checks (hyperparameters are Python values at construction)
+
+
+def check_positive_int(name: str, what: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name}: {what} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_range(name: str, what: str, value: Any, low: float, high: float, *,
+                low_inclusive: bool = True, high_inclusive: bool = False) -> float:
+    """Check low <= value < high (inclusivity configurable); refuses NaN."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: {what} must be a number, got {value!r}") from None
+    lo_ok = v >= low if low_inclusive else v > low
+    hi_ok = v <= high if high_inclusive else v < high
+    if not (lo_ok and hi_ok):  # also catches NaN
+        lb = "[" if low_inclusive else "("
+        hb = "]" if high_inclusive else ")"
+        raise ValueError(f"{name}: {what} must be in {lb}{low}, {high}{hb}, got {value!r}")
+    return v
+
+
+def check_choice(name: str, what: str, value: Any, choices: Sequence[Any]) -> Any:
+    if value not in choices:
+        raise ValueError(f"{name}: {what} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_key(name: str, key: Any, train: bool) -> None:
+    """Stochastic layers need a PRNG key in train mode."""
+    if train and key is None:
+        raise ValueError(f"{name}: a PRNG key is required when train=True "
+                         f"(pass key=jax.random.key(seed) to apply)")
