@@ -21,12 +21,39 @@ class Layer(NamedTuple):
     init(key, input_shape) -> (output_shape, params, state)
     apply(params, state, x, *, key=None, train=False) -> (y, new_state)
     backward(params, state, x, dy, *, key=None, train=False) -> (dparams, dx)
+
+    Composite layers (``serial``, ``Residual``, ``Shared``) also fill the two optional
+    fields, a "tape" pair that lets the manual gradient run the forward pass only once:
+
+    fwd(params, state, x, *, key=None, train=False) -> (y, new_state, saved)
+    bwd(params, state, saved, dy, *, key=None, train=False) -> (dparams, dx)
+
+    ``saved`` is whatever the layer needs for its backward (for a leaf layer: ``x``).
+    A layer built with four fields works everywhere: ``layer_fwd``/``layer_bwd`` fall
+    back to ``apply`` and ``backward``.
     """
 
     name: str
     init: Callable
     apply: Callable
     backward: Callable
+    fwd: Callable | None = None
+    bwd: Callable | None = None
+
+
+def layer_fwd(layer: Layer, params, state, x, *, key=None, train=False):
+    """Forward pass keeping what the backward pass needs: -> (y, new_state, saved)."""
+    if layer.fwd is not None:
+        return layer.fwd(params, state, x, key=key, train=train)
+    y, new_state = layer.apply(params, state, x, key=key, train=train)
+    return y, new_state, x
+
+
+def layer_bwd(layer: Layer, params, state, saved, dy, *, key=None, train=False):
+    """Backward pass from what ``layer_fwd`` saved: -> (dparams, dx)."""
+    if layer.bwd is not None:
+        return layer.bwd(params, state, saved, dy, key=key, train=train)
+    return layer.backward(params, state, saved, dy, key=key, train=train)
 
 
 class Loss(NamedTuple):
@@ -174,3 +201,14 @@ def check_key(name: str, key: Any, train: bool) -> None:
     if train and key is None:
         raise ValueError(f"{name}: a PRNG key is required when train=True "
                          f"(pass key=jax.random.key(seed) to apply)")
+
+
+def promote(*arrays):
+    """Cast arrays to their common floating dtype (standard promotion, whatever the global mode).
+
+    Layers compute in the common dtype of ``x`` and ``params`` (DESIGN.md: Dtypes); doing the
+    promotion explicitly keeps layers usable when strict dtype promotion is on.
+    """
+    with jax.numpy_dtype_promotion("standard"):
+        dtype = jnp.result_type(*arrays)
+    return tuple(jnp.asarray(a, dtype) for a in arrays)

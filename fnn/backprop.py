@@ -1,0 +1,99 @@
+"""Gradients of a model's loss, three ways.
+
+- ``mode="manual"``: only the layers' and the loss's hand-derived ``backward`` functions. One
+  forward pass keeps what each layer needs (``layer_fwd``), then the backward pass runs in
+  reverse (``layer_bwd``). No ``jax.grad``, ``jax.vjp`` or ``jax.jvp`` on this path.
+- ``mode="autodiff"``: ``jax.value_and_grad`` through ``apply``; it never touches a hand-written
+  backward, so it is the independent reference the manual mode is checked against.
+- ``mode="custom_vjp"``: autodiff, with the model's own backward serving as its VJP rule
+  (``with_own_vjp``). Same numbers as manual, and JAX transformations (jit, vmap, grad of grad
+  of the loss, ...) compose with it. On XLA:CPU inside ``lax.scan`` the hand-written conv
+  backward stays on the fast canonical-layout path where autodiff's does not.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from fnn.core import Layer, Loss, layer_bwd, layer_fwd
+
+MODES = ("manual", "autodiff", "custom_vjp")
+
+
+def with_own_vjp(layer: Layer) -> Layer:
+    """The same layer, whose ``apply`` is a ``jax.custom_vjp`` using the layer's own backward.
+
+    ``jax.grad`` through the returned layer's ``apply`` runs ``layer_fwd`` once and then
+    ``layer_bwd``: the hand-derived gradient, inside any JAX program.
+    """
+    runners = {}
+
+    def _runner(train: bool):
+        if train in runners:
+            return runners[train]
+
+        @jax.custom_vjp
+        def run(params, state, x, key):
+            return layer.apply(params, state, x, key=key, train=train)
+
+        def run_fwd(params, state, x, key):
+            y, new_state, saved = layer_fwd(layer, params, state, x, key=key, train=train)
+            return (y, new_state), (params, state, saved, key)
+
+        def run_bwd(res, cotangent):
+            params, state, saved, key = res
+            dy, _ = cotangent  # state is not differentiated
+            dparams, dx = layer_bwd(layer, params, state, saved, dy, key=key, train=train)
+            return dparams, None, dx, None
+
+        run.defvjp(run_fwd, run_bwd)
+        runners[train] = run
+        return run
+
+    def apply(params, state, x, *, key=None, train=False):
+        return _runner(bool(train))(params, state, x, key)
+
+    return layer._replace(name=f"with_own_vjp({layer.name})", apply=apply)
+
+
+def value_and_grad(model: Layer, loss: Loss, mode: str = "manual", *, penalty: Loss | None = None) -> Callable:
+    """Build ``f(params, state, x, y, *, key=None, train=True) -> ((loss_value, new_state), grads)``.
+
+    Args:
+      model: a Layer (usually ``serial``) mapping x (N, ...) to predictions.
+      loss: a Loss of (predictions, y).
+      mode: "manual", "autodiff" or "custom_vjp" (see the module docstring).
+      penalty: an optional regularizer (``losses.l1``/``l2``) added to the objective:
+        its ``value(params, None)`` and ``backward(params, None)``.
+    Returns:
+      f, jit-compatible; grads has the structure of params in every mode.
+    """
+    if mode not in MODES:
+        raise ValueError(f"value_and_grad: mode must be one of {list(MODES)}, got {mode!r}")
+
+    if mode == "manual":
+        def f(params, state, x, y, *, key=None, train=True):
+            pred, new_state, saved = layer_fwd(model, params, state, x, key=key, train=train)
+            value = loss.value(pred, y)
+            grads, _ = layer_bwd(model, params, state, saved, loss.backward(pred, y), key=key, train=train)
+            if penalty is not None:
+                value = value + penalty.value(params, None)
+                grads = jax.tree.map(jnp.add, grads, penalty.backward(params, None))
+            return (value, new_state), grads
+        return f
+
+    net = model if mode == "autodiff" else with_own_vjp(model)
+
+    def f(params, state, x, y, *, key=None, train=True):
+        def objective(p):
+            pred, new_state = net.apply(p, state, x, key=key, train=train)
+            value = loss.value(pred, y)
+            if penalty is not None:
+                value = value + penalty.value(p, None)
+            return value, new_state
+        return jax.value_and_grad(objective, has_aux=True)(params)
+
+    return f

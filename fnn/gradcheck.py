@@ -1,0 +1,205 @@
+"""Check a layer's or a model's hand-derived backward against jax.vjp and finite differences.
+
+Public: point it at your own ``Layer`` or ``Loss`` to verify its ``backward``.
+
+Three references, independent of each other:
+1. ``jax.vjp`` of ``apply`` (autodiff of the forward pass, never the hand-written backward);
+2. central finite differences in float64 of ⟨dy, apply(θ)⟩ along random directions
+   (cheap: two forward passes per direction, and exact for any linear function);
+3. the shape contract: init's output_shape equals apply's output shape and ``jax.eval_shape``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnn.core import Layer, Loss
+
+
+class GradCheckError(AssertionError):
+    """A backward pass disagrees with its references beyond the tolerance."""
+
+
+class GradReport(NamedTuple):
+    """Worst relative errors found (0.0 when a check was not run)."""
+
+    vjp_rel_err: float
+    fd_rel_err: float
+    output_shape: tuple
+
+
+def rel_err(a: Any, b: Any) -> float:
+    """max |a − b| / max(max |b|, 1e-30) over all leaves of two pytrees (b is the reference)."""
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    if not lb:
+        return 0.0
+    num = max(float(jnp.max(jnp.abs(jnp.asarray(x, jnp.float64) - jnp.asarray(y, jnp.float64))))
+              if np.size(y) else 0.0 for x, y in zip(la, lb))
+    den = max(float(jnp.max(jnp.abs(jnp.asarray(y, jnp.float64)))) if np.size(y) else 0.0 for y in lb)
+    return num / max(den, 1e-30)
+
+
+def _cast(tree, dtype):
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+def _random_like(key, tree):
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(key, max(len(leaves), 1))
+    return treedef.unflatten([jax.random.normal(k, jnp.shape(a), a.dtype) for k, a in zip(keys, leaves)])
+
+
+def _vdot(a, b):
+    return sum((jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))), jnp.asarray(0.0))
+
+
+def _check_structure(what, manual, ref):
+    if jax.tree.structure(manual) != jax.tree.structure(ref):
+        raise GradCheckError(f"{what}: backward returned tree {jax.tree.structure(manual)}, "
+                             f"autodiff gives {jax.tree.structure(ref)}")
+    for m, r in zip(jax.tree.leaves(manual), jax.tree.leaves(ref)):
+        if jnp.shape(m) != jnp.shape(r) or m.dtype != r.dtype:
+            raise GradCheckError(f"{what}: backward leaf {jnp.shape(m)} {m.dtype} != autodiff "
+                                 f"{jnp.shape(r)} {r.dtype}")
+
+
+def _fd_error(f, primals, cotangents, key, directions, eps):
+    """Worst relative error between ⟨cotangents, v⟩ and the central difference of f along v."""
+    worst = 0.0
+    for k in jax.random.split(key, directions):
+        v = _random_like(k, primals)
+        plus = jax.tree.map(lambda p, d: p + eps * d, primals, v)
+        minus = jax.tree.map(lambda p, d: p - eps * d, primals, v)
+        fd = (f(plus) - f(minus)) / (2 * eps)
+        an = _vdot(cotangents, v)
+        worst = max(worst, float(jnp.abs(fd - an) / jnp.maximum(jnp.maximum(jnp.abs(an), jnp.abs(fd)), 1e-8)))
+    return worst
+
+
+def check_layer(layer: Layer, input_shape, *, key, batch_size: int = 3, dtype=jnp.float64,
+                train: bool = False, x=None, params=None, state=None, rtol: float | None = None,
+                fd: bool | None = None, fd_eps: float = 1e-6, fd_rtol: float = 1e-6,
+                fd_directions: int = 3) -> GradReport:
+    """Compare ``layer.backward`` with ``jax.vjp`` of ``layer.apply`` (and finite differences).
+
+    Args:
+      layer: the layer under test.
+      input_shape: one example's shape (no batch axis).
+      key: PRNG key for init, inputs, cotangents and the layer's own randomness.
+      batch_size: N of the generated input.
+      dtype: float dtype of params, x and dy (float64 for tight checks).
+      train: passed to apply/backward.
+      x, params, state: use these instead of generated ones (e.g. to stay away from kinks).
+      rtol: tolerance of backward vs vjp (default 1e-9 for float64, 1e-4 otherwise).
+      fd: run finite differences (default: only in float64).
+    Returns:
+      GradReport with the worst relative errors.
+    Raises:
+      GradCheckError with a readable report when a tolerance is exceeded or shapes disagree.
+    """
+    k_init, k_x, k_dy, k_apply, k_fd = jax.random.split(key, 5)
+    out_shape, p0, s0 = layer.init(k_init, tuple(input_shape))
+    params = _cast(p0 if params is None else params, dtype)
+    state = s0 if state is None else state
+    if x is None:
+        x = jax.random.normal(k_x, (batch_size, *input_shape), dtype)
+    akey = k_apply if train else None
+
+    def f(p, x):
+        return layer.apply(p, state, x, key=akey, train=train)[0]
+
+    y = f(params, x)
+    shape_of = jax.eval_shape(f, params, x)
+    if tuple(out_shape) != tuple(jax.tree.leaves(y)[0].shape[1:]) and not isinstance(y, tuple):
+        raise GradCheckError(f"{layer.name}: init says output shape {tuple(out_shape)}, apply gives {y.shape[1:]}")
+    if jax.tree.map(jnp.shape, shape_of) != jax.tree.map(jnp.shape, y):
+        raise GradCheckError(f"{layer.name}: jax.eval_shape disagrees with apply")
+
+    dy = _random_like(k_dy, y)
+    dparams, dx = layer.backward(params, state, x, dy, key=akey, train=train)
+    _, vjp = jax.vjp(f, params, x)
+    ref_p, ref_x = vjp(dy)
+    _check_structure(f"{layer.name} dparams", dparams, ref_p)
+    _check_structure(f"{layer.name} dx", dx, ref_x)
+    err = max(rel_err(dparams, ref_p), rel_err(dx, ref_x))
+    tol = rtol if rtol is not None else (1e-9 if dtype == jnp.float64 else 1e-4)
+    if not err <= tol:
+        raise GradCheckError(f"{layer.name}: backward differs from jax.vjp: relative error {err:.3e} > {tol:.1e}\n"
+                             f"  dparams err {rel_err(dparams, ref_p):.3e}, dx err {rel_err(dx, ref_x):.3e}")
+
+    fd_err = 0.0
+    if fd if fd is not None else dtype == jnp.float64:
+        fd_err = _fd_error(lambda px: _vdot(dy, f(*px)), (params, x), (dparams, dx), k_fd, fd_directions, fd_eps)
+        if not fd_err <= fd_rtol:
+            raise GradCheckError(f"{layer.name}: backward differs from finite differences: "
+                                 f"relative error {fd_err:.3e} > {fd_rtol:.1e}")
+    return GradReport(err, fd_err, tuple(out_shape))
+
+
+def check_loss(loss: Loss, pred, target, *, key, rtol: float | None = None, fd: bool | None = None,
+               fd_eps: float = 1e-6, fd_rtol: float = 1e-6, fd_directions: int = 3) -> GradReport:
+    """Compare ``loss.backward(pred, target)`` with ``jax.grad`` of ``loss.value`` (and finite differences).
+
+    `pred` may be any pytree of float arrays (a tuple for the triplet loss).
+    """
+    manual = loss.backward(pred, target)
+    ref = jax.grad(lambda p: loss.value(p, target))(pred)
+    _check_structure(f"{loss.name} dpred", manual, ref)
+    err = rel_err(manual, ref)
+    is64 = all(a.dtype == jnp.float64 for a in jax.tree.leaves(pred))
+    tol = rtol if rtol is not None else (1e-9 if is64 else 1e-4)
+    if not err <= tol:
+        raise GradCheckError(f"{loss.name}: backward differs from jax.grad: relative error {err:.3e} > {tol:.1e}")
+    fd_err = 0.0
+    if fd if fd is not None else is64:
+        fd_err = _fd_error(lambda p: loss.value(p, target), pred, manual, key, fd_directions, fd_eps)
+        if not fd_err <= fd_rtol:
+            raise GradCheckError(f"{loss.name}: backward differs from finite differences: "
+                                 f"relative error {fd_err:.3e} > {fd_rtol:.1e}")
+    return GradReport(err, fd_err, ())
+
+
+def check_model(model: Layer, loss: Loss, input_shape, target, *, key, batch_size: int | None = None,
+                dtype=jnp.float64, train: bool = True, x=None, params=None, state=None,
+                rtol: float | None = None, fd: bool | None = None, fd_eps: float = 1e-6,
+                fd_rtol: float = 1e-6, fd_directions: int = 3) -> GradReport:
+    """Compare ``backprop.value_and_grad(model, loss, "manual")`` with mode "autodiff" and finite differences.
+
+    Args:
+      model: the network (usually a ``serial``).
+      loss: its loss.
+      input_shape: one example's shape.
+      target: the targets, with a leading batch axis (its length sets the batch size).
+      key: PRNG key for init, inputs and the model's randomness (dropout).
+    """
+    from fnn.backprop import value_and_grad
+
+    k_init, k_x, k_apply, k_fd = jax.random.split(key, 4)
+    _, p0, s0 = model.init(k_init, tuple(input_shape))
+    params = _cast(p0 if params is None else params, dtype)
+    state = s0 if state is None else state
+    n = batch_size or jax.tree.leaves(target)[0].shape[0]
+    if x is None:
+        x = jax.random.normal(k_x, (n, *input_shape), dtype)
+    akey = k_apply if train else None
+    (lm, sm), gm = value_and_grad(model, loss, mode="manual")(params, state, x, target, key=akey, train=train)
+    (la, sa), ga = value_and_grad(model, loss, mode="autodiff")(params, state, x, target, key=akey, train=train)
+    _check_structure(f"{model.name} grads", gm, ga)
+    err = max(rel_err(gm, ga), rel_err(lm, la), rel_err(sm, sa))
+    tol = rtol if rtol is not None else (1e-9 if dtype == jnp.float64 else 1e-4)
+    if not err <= tol:
+        raise GradCheckError(f"{model.name}: manual gradient differs from autodiff: relative error "
+                             f"{err:.3e} > {tol:.1e} (grads {rel_err(gm, ga):.3e}, loss {rel_err(lm, la):.3e})")
+    fd_err = 0.0
+    if fd if fd is not None else dtype == jnp.float64:
+        def objective(p):
+            return loss.value(model.apply(p, state, x, key=akey, train=train)[0], target)
+        fd_err = _fd_error(objective, params, gm, k_fd, fd_directions, fd_eps)
+        if not fd_err <= fd_rtol:
+            raise GradCheckError(f"{model.name}: manual gradient differs from finite differences: "
+                                 f"relative error {fd_err:.3e} > {fd_rtol:.1e}")
+    return GradReport(err, fd_err, ())
