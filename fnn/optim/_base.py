@@ -1,0 +1,81 @@
+"""Helpers shared by the optimizer rules: argument checks, learning-rate resolution, counters.
+
+Scalars that every leaf needs (the learning rate, bias corrections) are computed once per
+step in the default float dtype (float64 when x64 is on) and cast to each leaf's dtype
+inside the per-leaf functions, so float32 parameters stay float32 under strict promotion.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from fnn.core import check_range, check_tree_match
+
+Schedule = Callable[[jax.Array], Any]
+
+
+def default_float() -> jnp.dtype:
+    """float64 when x64 is enabled, else float32 (read at call time, not import time)."""
+    return jax.dtypes.canonicalize_dtype(jnp.float64)
+
+
+def zero_count() -> jax.Array:
+    """The step counter: an int32 scalar holding the number of updates done so far."""
+    return jnp.zeros((), jnp.int32)
+
+
+def as_schedule(name: str, learning_rate: Any) -> Schedule:
+    """A float learning rate becomes a constant schedule; a callable is used as `count -> lr`."""
+    if callable(learning_rate):
+        return learning_rate
+    lr = check_float_arg(name, "learning_rate", learning_rate)
+    if not lr >= 0.0 or math.isinf(lr):
+        raise ValueError(f"{name}: learning_rate must be a finite float >= 0 or a schedule "
+                         f"count -> lr, got {learning_rate!r}")
+    return lambda count: lr
+
+
+def check_float_arg(name: str, what: str, value: Any) -> float:
+    """Convert a hyperparameter to a Python float or fail with a message naming it."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: {what} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: {what} must be a number, got {value!r}") from None
+
+
+def check_unit(name: str, what: str, value: Any) -> float:
+    """Decay rates, betas and momenta live in [0, 1)."""
+    return check_range(name, what, value, 0.0, 1.0)
+
+
+def check_nonneg(name: str, what: str, value: Any) -> float:
+    """eps, weight decay and the like: finite and >= 0."""
+    return check_range(name, what, value, 0.0, math.inf)
+
+
+def check_grads(name: str, expected: Any, grads: Any) -> None:
+    """Refuse grads whose tree structure or leaf shapes differ from the state's (or params')."""
+    check_tree_match(name, "grads", expected, grads)
+
+
+def scale_arg(extra: dict) -> jax.Array:
+    """The reduce-on-plateau multiplier passed as `lr_scale=` (1.0 when absent)."""
+    return jnp.asarray(extra.get("lr_scale", 1.0)).astype(default_float())
+
+
+def current_lr(schedule: Schedule, count: jax.Array, extra: dict) -> jax.Array:
+    """schedule(count) · lr_scale as a scalar of the default float dtype."""
+    lr = jnp.asarray(schedule(count)).astype(default_float())
+    return lr * scale_arg(extra)
+
+
+def as_float(count: jax.Array) -> jax.Array:
+    """The int32 counter as a default-float scalar (strict promotion refuses float ** int)."""
+    return jnp.asarray(count).astype(default_float())
