@@ -29,8 +29,9 @@ import tempfile
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -222,8 +223,8 @@ def _load_split(files: dict[str, Path], split: str) -> tuple[np.ndarray, np.ndar
     images_file, labels_file = (files[stem] for stem in FILES[split])
     x, y = read_idx(images_file), read_idx(labels_file)
     if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != IMAGE_SHAPE:
-        raise ValueError(f"load: {images_file}: expected uint8 images of shape {fmt_shape((None, *IMAGE_SHAPE))}, "
-                         f"got {x.dtype} of shape {fmt_shape(x.shape)}")
+        raise ValueError(f"load: {images_file}: expected uint8 images of shape "
+                         f"{fmt_shape((None, *IMAGE_SHAPE))}, got {x.dtype} of shape {fmt_shape(x.shape)}")
     if y.dtype != np.uint8 or y.ndim != 1:
         raise ValueError(f"load: {labels_file}: expected uint8 labels of shape (N,), "
                          f"got {y.dtype} of shape {fmt_shape(y.shape)}")
@@ -329,8 +330,9 @@ def _load(name: str, path, *, download: bool, verbose: bool) -> Dataset:
     if path is not None:
         files = _find_files(Path(path))
         if files is None:
+            names = ", ".join(s for stems in FILES.values() for s in stems)
             raise FileNotFoundError(f"load: {path} does not hold the four {spec.title} IDX files "
-                                    f"({', '.join(s for stems in FILES.values() for s in stems)}, .gz or raw)")
+                                    f"({names}, .gz or raw)")
         searched, source = [Path(path)], Path(path)
     else:
         searched, files, source = _candidate_dirs(name), None, None
@@ -477,7 +479,8 @@ class Standardizer(NamedTuple):
             stat_shape = x.shape[1:]
         elif per == "channel":
             if x.ndim < 2:
-                raise ValueError(f"{name}: per='channel' expects x of shape (N, ..., C), got {fmt_shape(x.shape)}")
+                raise ValueError(f"{name}: per='channel' expects x of shape (N, ..., C), "
+                                 f"got {fmt_shape(x.shape)}")
             stat_shape = x.shape[-1:]
         else:
             stat_shape = ()
