@@ -306,7 +306,8 @@ def _try_download(name: str, spec: _Spec, *, verbose: bool) -> dict[str, Path] |
     return None
 
 
-def _sample_warning(spec: _Spec, searched: list[Path], x_train: np.ndarray, x_test: np.ndarray) -> str:
+def _sample_warning(spec: _Spec, searched: list[Path], download: bool, x_train: np.ndarray,
+                    x_test: np.ndarray) -> str:
     bar = "=" * 78
     places = "\n".join(f"      {p}" for p in searched)
     return (
@@ -315,7 +316,8 @@ def _sample_warning(spec: _Spec, searched: list[Path], x_train: np.ndarray, x_te
         f"({len(x_train)} train + {len(x_test)} test images, class-balanced). Results on it are\n"
         f"NOT comparable to results on the full data set (60000 train + 10000 test).\n"
         f"  Searched:\n{places}\n"
-        f"  and downloading from {', '.join(spec.mirrors)} failed or was disabled.\n"
+        f"  and downloading from {', '.join(spec.mirrors)} "
+        f"{'failed' if download else 'was disabled (download=False)'}.\n"
         f"  To get the full data set, either:\n"
         f"    sudo apt-get install {spec.apt_package}      # Debian/Ubuntu, /usr/share/datasets\n"
         f"    export FNN_DATA=/dir/with/the/four/idx/files    # train-images-idx3-ubyte.gz, ...\n"
@@ -355,7 +357,7 @@ def _load(name: str, path, *, download: bool, verbose: bool) -> Dataset:
                 f"t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) in {cache_dir(name)}, "
                 f"or in a directory named by $FNN_DATA, or pass path=...")
         ds = load_sample(name)
-        print(_sample_warning(spec, searched, ds.train[0], ds.test[0]), file=sys.stderr)
+        print(_sample_warning(spec, searched, download, ds.train[0], ds.test[0]), file=sys.stderr)
         return ds
     if verbose:
         print(f"fnn: loading {spec.title} from {source}", file=sys.stderr)
