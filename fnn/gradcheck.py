@@ -34,13 +34,24 @@ class GradReport(NamedTuple):
 
 def rel_err(a: Any, b: Any) -> float:
     """max |a − b| / max(max |b|, 1e-30) over all leaves of two pytrees (b is the reference)."""
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    if not lb:
-        return 0.0
-    num = max(float(jnp.max(jnp.abs(jnp.asarray(x, jnp.float64) - jnp.asarray(y, jnp.float64))))
-              if np.size(y) else 0.0 for x, y in zip(la, lb))
-    den = max(float(jnp.max(jnp.abs(jnp.asarray(y, jnp.float64)))) if np.size(y) else 0.0 for y in lb)
+    la = [np.asarray(x, np.float64) for x in jax.tree.leaves(a)]
+    lb = [np.asarray(y, np.float64) for y in jax.tree.leaves(b)]
+    num = max((float(np.max(np.abs(x - y))) for x, y in zip(la, lb) if y.size), default=0.0)
+    den = max((float(np.max(np.abs(y))) for y in lb if y.size), default=0.0)
     return num / max(den, 1e-30)
+
+
+def _init(layer, key, input_shape, dtype):
+    """layer.init under one jit (eager init compiles every random op separately), params cast to dtype."""
+    out = {}
+
+    @jax.jit
+    def run(key):
+        out["shape"], params, state = layer.init(key, tuple(input_shape))
+        return _cast(params, dtype), state
+
+    params, state = run(key)
+    return out["shape"], params, state
 
 
 def _cast(tree, dtype):
@@ -67,17 +78,20 @@ def _check_structure(what, manual, ref):
                                  f"{jnp.shape(r)} {r.dtype}")
 
 
-def _fd_error(f, primals, cotangents, key, directions, eps):
-    """Worst relative error between ⟨cotangents, v⟩ and the central difference of f along v."""
-    worst = 0.0
-    for k in jax.random.split(key, directions):
+def _fd_values(f, primals, cotangents, key, directions, eps):
+    """Central differences of f along random directions v, and the analytic ⟨cotangents, v⟩."""
+    def one(k):
         v = _random_like(k, primals)
         plus = jax.tree.map(lambda p, d: p + eps * d, primals, v)
         minus = jax.tree.map(lambda p, d: p - eps * d, primals, v)
-        fd = (f(plus) - f(minus)) / (2 * eps)
-        an = _vdot(cotangents, v)
-        worst = max(worst, float(jnp.abs(fd - an) / jnp.maximum(jnp.maximum(jnp.abs(an), jnp.abs(fd)), 1e-8)))
-    return worst
+        return (f(plus) - f(minus)) / (2 * eps), _vdot(cotangents, v)
+    pairs = [one(k) for k in jax.random.split(key, directions)]
+    return jnp.stack([a for a, _ in pairs]), jnp.stack([b for _, b in pairs])
+
+
+def _fd_rel_err(fd, an):
+    fd, an = np.asarray(fd), np.asarray(an)
+    return float(np.max(np.abs(fd - an) / np.maximum(np.maximum(np.abs(an), np.abs(fd)), 1e-8)))
 
 
 def check_layer(layer: Layer, input_shape, *, key, batch_size: int = 3, dtype=jnp.float64,
@@ -102,27 +116,32 @@ def check_layer(layer: Layer, input_shape, *, key, batch_size: int = 3, dtype=jn
       GradCheckError with a readable report when a tolerance is exceeded or shapes disagree.
     """
     k_init, k_x, k_dy, k_apply, k_fd = jax.random.split(key, 5)
-    out_shape, p0, s0 = layer.init(k_init, tuple(input_shape))
-    params = _cast(p0 if params is None else params, dtype)
+    out_shape, p0, s0 = _init(layer, k_init, input_shape, dtype)
+    params = p0 if params is None else _cast(params, dtype)
     state = s0 if state is None else state
     if x is None:
-        x = jax.random.normal(k_x, (batch_size, *input_shape), dtype)
+        x = jax.jit(lambda k: jax.random.normal(k, (batch_size, *input_shape), dtype))(k_x)
     akey = k_apply if train else None
+    run_fd = fd if fd is not None else dtype == jnp.float64
 
     def f(p, x):
         return layer.apply(p, state, x, key=akey, train=train)[0]
 
-    y = f(params, x)
+    @jax.jit  # one compilation for the whole check: eager op-by-op dispatch is ~10x slower here
+    def compute(params, x):
+        y, vjp = jax.vjp(f, params, x)
+        dy = _random_like(k_dy, y)
+        manual = layer.backward(params, state, x, dy, key=akey, train=train)
+        fd_pair = (_fd_values(lambda px: _vdot(dy, f(*px)), (params, x), manual, k_fd, fd_directions, fd_eps)
+                   if run_fd else None)
+        return y, manual, vjp(dy), fd_pair
+
     shape_of = jax.eval_shape(f, params, x)
-    if tuple(out_shape) != tuple(jax.tree.leaves(y)[0].shape[1:]) and not isinstance(y, tuple):
+    y, (dparams, dx), (ref_p, ref_x), fd_pair = compute(params, x)
+    if not isinstance(y, tuple) and tuple(out_shape) != tuple(y.shape[1:]):
         raise GradCheckError(f"{layer.name}: init says output shape {tuple(out_shape)}, apply gives {y.shape[1:]}")
     if jax.tree.map(jnp.shape, shape_of) != jax.tree.map(jnp.shape, y):
         raise GradCheckError(f"{layer.name}: jax.eval_shape disagrees with apply")
-
-    dy = _random_like(k_dy, y)
-    dparams, dx = layer.backward(params, state, x, dy, key=akey, train=train)
-    _, vjp = jax.vjp(f, params, x)
-    ref_p, ref_x = vjp(dy)
     _check_structure(f"{layer.name} dparams", dparams, ref_p)
     _check_structure(f"{layer.name} dx", dx, ref_x)
     err = max(rel_err(dparams, ref_p), rel_err(dx, ref_x))
@@ -130,10 +149,9 @@ def check_layer(layer: Layer, input_shape, *, key, batch_size: int = 3, dtype=jn
     if not err <= tol:
         raise GradCheckError(f"{layer.name}: backward differs from jax.vjp: relative error {err:.3e} > {tol:.1e}\n"
                              f"  dparams err {rel_err(dparams, ref_p):.3e}, dx err {rel_err(dx, ref_x):.3e}")
-
     fd_err = 0.0
-    if fd if fd is not None else dtype == jnp.float64:
-        fd_err = _fd_error(lambda px: _vdot(dy, f(*px)), (params, x), (dparams, dx), k_fd, fd_directions, fd_eps)
+    if run_fd:
+        fd_err = _fd_rel_err(*fd_pair)
         if not fd_err <= fd_rtol:
             raise GradCheckError(f"{layer.name}: backward differs from finite differences: "
                                  f"relative error {fd_err:.3e} > {fd_rtol:.1e}")
@@ -146,17 +164,27 @@ def check_loss(loss: Loss, pred, target, *, key, rtol: float | None = None, fd: 
 
     `pred` may be any pytree of float arrays (a tuple for the triplet loss).
     """
-    manual = loss.backward(pred, target)
-    ref = jax.grad(lambda p: loss.value(p, target))(pred)
+    is64 = all(a.dtype == jnp.float64 for a in jax.tree.leaves(pred))
+    run_fd = fd if fd is not None else is64
+
+    @jax.jit
+    def compute(pred, target):
+        manual = loss.backward(pred, target)
+        ref = jax.grad(lambda p: loss.value(p, target))(pred)
+        fd_pair = (_fd_values(lambda p: loss.value(p, target), pred, manual, key, fd_directions, fd_eps)
+                   if run_fd else None)
+        return manual, ref, fd_pair
+
+    loss.value(pred, target)  # eager once, so value checks on concrete inputs raise here
+    manual, ref, fd_pair = compute(pred, target)
     _check_structure(f"{loss.name} dpred", manual, ref)
     err = rel_err(manual, ref)
-    is64 = all(a.dtype == jnp.float64 for a in jax.tree.leaves(pred))
     tol = rtol if rtol is not None else (1e-9 if is64 else 1e-4)
     if not err <= tol:
         raise GradCheckError(f"{loss.name}: backward differs from jax.grad: relative error {err:.3e} > {tol:.1e}")
     fd_err = 0.0
-    if fd if fd is not None else is64:
-        fd_err = _fd_error(lambda p: loss.value(p, target), pred, manual, key, fd_directions, fd_eps)
+    if run_fd:
+        fd_err = _fd_rel_err(*fd_pair)
         if not fd_err <= fd_rtol:
             raise GradCheckError(f"{loss.name}: backward differs from finite differences: "
                                  f"relative error {fd_err:.3e} > {fd_rtol:.1e}")
@@ -179,15 +207,26 @@ def check_model(model: Layer, loss: Loss, input_shape, target, *, key, batch_siz
     from fnn.backprop import value_and_grad
 
     k_init, k_x, k_apply, k_fd = jax.random.split(key, 4)
-    _, p0, s0 = model.init(k_init, tuple(input_shape))
-    params = _cast(p0 if params is None else params, dtype)
+    _, p0, s0 = _init(model, k_init, input_shape, dtype)
+    params = p0 if params is None else _cast(params, dtype)
     state = s0 if state is None else state
     n = batch_size or jax.tree.leaves(target)[0].shape[0]
     if x is None:
-        x = jax.random.normal(k_x, (n, *input_shape), dtype)
+        x = jax.jit(lambda k: jax.random.normal(k, (n, *input_shape), dtype))(k_x)
     akey = k_apply if train else None
-    (lm, sm), gm = value_and_grad(model, loss, mode="manual")(params, state, x, target, key=akey, train=train)
-    (la, sa), ga = value_and_grad(model, loss, mode="autodiff")(params, state, x, target, key=akey, train=train)
+    run_fd = fd if fd is not None else dtype == jnp.float64
+
+    def objective(p):
+        return loss.value(model.apply(p, state, x, key=akey, train=train)[0], target)
+
+    @jax.jit
+    def compute(params):
+        manual = value_and_grad(model, loss, mode="manual")(params, state, x, target, key=akey, train=train)
+        auto = value_and_grad(model, loss, mode="autodiff")(params, state, x, target, key=akey, train=train)
+        fd_pair = _fd_values(objective, params, manual[1], k_fd, fd_directions, fd_eps) if run_fd else None
+        return manual, auto, fd_pair
+
+    ((lm, sm), gm), ((la, sa), ga), fd_pair = compute(params)
     _check_structure(f"{model.name} grads", gm, ga)
     err = max(rel_err(gm, ga), rel_err(lm, la), rel_err(sm, sa))
     tol = rtol if rtol is not None else (1e-9 if dtype == jnp.float64 else 1e-4)
@@ -195,10 +234,8 @@ def check_model(model: Layer, loss: Loss, input_shape, target, *, key, batch_siz
         raise GradCheckError(f"{model.name}: manual gradient differs from autodiff: relative error "
                              f"{err:.3e} > {tol:.1e} (grads {rel_err(gm, ga):.3e}, loss {rel_err(lm, la):.3e})")
     fd_err = 0.0
-    if fd if fd is not None else dtype == jnp.float64:
-        def objective(p):
-            return loss.value(model.apply(p, state, x, key=akey, train=train)[0], target)
-        fd_err = _fd_error(objective, params, gm, k_fd, fd_directions, fd_eps)
+    if run_fd:
+        fd_err = _fd_rel_err(*fd_pair)
         if not fd_err <= fd_rtol:
             raise GradCheckError(f"{model.name}: manual gradient differs from finite differences: "
                                  f"relative error {fd_err:.3e} > {fd_rtol:.1e}")

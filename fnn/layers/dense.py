@@ -23,7 +23,7 @@ def Dense(out_dim: int, w_init=glorot_uniform, b_init=zeros) -> Layer:
         """x: (N, D) -> y: (N, M)."""
         check_input(name, x, (None, params["w"].shape[0]))
         x, w, b = promote(x, params["w"], params["b"])
-        return x @ w + b, state
+        return x @ w + b[None], state
 
     def backward(params, state, x, dy, *, key=None, train=False):
         """dw = xᵀ·dy, db = Σ_N dy, dx = dy·wᵀ."""
@@ -51,7 +51,7 @@ def Maxout(out_dim: int, pieces: int, w_init=glorot_uniform) -> Layer:
 
     def _z(params, x):
         x, w, b = promote(x, params["w"], params["b"])
-        return jnp.einsum("nd,dmk->nmk", x, w) + b
+        return jnp.einsum("nd,dmk->nmk", x, w) + b[None]
 
     def apply(params, state, x, *, key=None, train=False):
         """x: (N, D) -> y: (N, M)."""
