@@ -107,6 +107,8 @@ def clip_by_value(max_value: float) -> Optimizer:
         return EmptyState()
 
     def update(grads, state, params=None, **extra):
+        if params is not None:
+            check_tree_match(name, "grads", params, grads)
         return jax.tree.map(partial(_clip_value, max_value=max_value), grads), state
 
     return Optimizer(init, update)
@@ -136,6 +138,8 @@ def clip_by_global_norm(max_norm: float, eps: float = 0.0) -> Optimizer:
         return ClipState(global_norm=jnp.zeros((), _norm_dtype(params)))
 
     def update(grads, state, params=None, **extra):
+        if params is not None:
+            check_tree_match(name, "grads", params, grads)
         norm = global_norm(grads)
         # min(1, ...) rather than a branch: norm 0 gives max_norm/0 = inf, and min keeps 1.
         factor = jnp.minimum(1.0, max_norm / (norm + eps))
@@ -187,6 +191,8 @@ def scale_by_learning_rate(learning_rate) -> Optimizer:
         return ScaleState(count=zero_count())
 
     def update(grads, state, params=None, **extra):
+        if params is not None:
+            check_tree_match(name, "grads", params, grads)
         lr = current_lr(schedule, state.count, extra)
         return jax.tree.map(partial(_scale_step, lr=lr), grads), ScaleState(count=state.count + 1)
 
