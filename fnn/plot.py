@@ -67,13 +67,13 @@ def plot_history(history, path: str | os.PathLike, *, title: str | None = None) 
     fig = Figure(figsize=(11, 4.2), dpi=110, layout="constrained")
     axes = fig.subplots(1, 2)
     panels = (("loss", "Loss", "cross-entropy loss"), ("accuracy", "Accuracy", "accuracy"))
-    for ax, (metric, heading, ylabel) in zip(axes, panels):
+    for ax, (metric, heading, ylabel) in zip(axes, panels, strict=True):
         drawn = False
         for split, style, color in (("train", "-o", "tab:blue"), ("val", "-s", "tab:orange")):
             values = _series(history, f"{split}_{metric}")
-            pts = [(e, v) for e, v in zip(epochs, values) if v is not None and np.isfinite(v)]
+            pts = [(e, v) for e, v in zip(epochs, values, strict=False) if v is not None and np.isfinite(v)]
             if pts:
-                xs, ys = zip(*pts)
+                xs, ys = zip(*pts, strict=True)
                 label = "train" if split == "train" else "validation"
                 ax.plot(xs, ys, style, color=color, label=label, markersize=4, linewidth=1.6)
                 drawn = True

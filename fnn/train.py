@@ -41,8 +41,17 @@ import numpy as np
 
 from fnn import checkpoint as ckpt
 from fnn.backprop import MODES, value_and_grad
-from fnn.core import Layer, Loss, Optimizer, check_choice, check_float, check_positive_int, fmt_shape, \
-    layer_bwd, layer_fwd
+from fnn.core import (
+    Layer,
+    Loss,
+    Optimizer,
+    check_choice,
+    check_float,
+    check_positive_int,
+    fmt_shape,
+    layer_bwd,
+    layer_fwd,
+)
 from fnn.data import epoch_batches
 from fnn.optim import apply_updates, global_norm
 from fnn.optim._base import default_float
@@ -394,7 +403,8 @@ def table_row(r: dict) -> str:
         return f"{'-':>{width}}" if v is None else format(v, f">{width}{fmt}")
 
     lr = r.get("lr") if r.get("lr") is not None else r.get("lr_scale")
-    return (f"{r['epoch']:>5}  {num(r.get('train_loss'), '.4f', 10)}  {num(r.get('train_accuracy'), '.4f', 9)}  "
+    return (f"{r['epoch']:>5}  {num(r.get('train_loss'), '.4f', 10)}  "
+            f"{num(r.get('train_accuracy'), '.4f', 9)}  "
             f"{num(r.get('val_loss'), '.4f', 8)}  {num(r.get('val_accuracy'), '.4f', 7)}  "
             f"{num(lr, '.2e', 9)}  {num(r.get('grad_norm'), '.3f', 9)}  {num(r.get('seconds'), '.2f', 7)}  "
             f"{num(r.get('images_per_second'), '.0f', 7)}")
@@ -464,7 +474,8 @@ def echo(line: str, file=None) -> None:
 
 def _check_xy(name: str, what: str, x, y):
     if not hasattr(x, "shape") or not hasattr(y, "shape"):
-        raise ValueError(f"{name}: {what} must be arrays (x, y), got {type(x).__name__} and {type(y).__name__}")
+        raise ValueError(f"{name}: {what} must be arrays (x, y), "
+                         f"got {type(x).__name__} and {type(y).__name__}")
     if x.ndim < 1 or y.ndim < 1 or x.shape[0] != y.shape[0]:
         raise ValueError(f"{name}: {what} x and y must have the same number of examples, "
                          f"got x of shape {fmt_shape(x.shape)} and y of shape {fmt_shape(y.shape)}")
@@ -485,7 +496,8 @@ def _check_labels(name: str, what: str, y, out_shape: tuple[int, ...]) -> None:
         return
     if len(out_shape) != 2 or y.ndim != 1:
         raise ValueError(f"{name}: {what} has integer labels of shape {fmt_shape(y.shape)}, which need "
-                         f"a model output of shape (N, M); the model gives {fmt_shape((None,) + out_shape[1:])}")
+                         f"a model output of shape (N, M); the model gives "
+                         f"{fmt_shape((None,) + tuple(out_shape[1:]))}")
     m = out_shape[1]
     lab = np.asarray(y)
     lo, hi = int(lab.min()), int(lab.max())

@@ -1,0 +1,263 @@
+"""The command line: ``fnn train ...`` (also ``python -m fnn train ...``), the main job.
+
+Loads Fashion-MNIST or MNIST, splits off a validation set, standardizes with statistics of
+the training split only, trains with ``fnn.train.fit``, evaluates on the test set and writes
+``checkpoint.fnn``, ``history.jsonl``, ``curves.png`` and ``confusion.png`` under ``--out``.
+
+Standard output carries the per-epoch table and the test summary; with ``--json`` the test
+summary moves to stderr and stdout ends with one JSON line. Progress bars, data-loading
+messages and warnings go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+MODELS = ("simple_cnn", "lenet5", "alexnet", "vgg", "resnet", "bn_cnn", "mlp")
+DATASETS = ("fashion-mnist", "mnist")
+OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adamw", "rprop")
+GRAD_MODES = ("auto", "autodiff", "manual", "custom_vjp")
+
+CLASS_NAMES = {
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+    "mnist": tuple(str(d) for d in range(10)),
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fnn",
+                                     description="fnn: a functional neural-network library on JAX.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    t = sub.add_parser(
+        "train", help="train a model on Fashion-MNIST or MNIST and evaluate it on the test set",
+        description="Train a model on Fashion-MNIST or MNIST, evaluate it on the test set and save "
+                    "checkpoint.fnn, history.jsonl, curves.png and confusion.png under --out.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--model", choices=MODELS, default="simple_cnn", help="architecture (fnn.models)")
+    t.add_argument("--dataset", choices=DATASETS, default="fashion-mnist", help="data set")
+    t.add_argument("--epochs", type=_positive_int, default=10, help="training epochs")
+    t.add_argument("--batch-size", type=_positive_int, default=128, help="examples per step")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="update rule (fnn.optim)")
+    t.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
+    t.add_argument("--grad-mode", choices=GRAD_MODES, default="auto",
+                   help="gradients: 'auto' is custom_vjp (the layers' own backward as VJP) on CPU, "
+                        "autodiff on GPU/TPU")
+    t.add_argument("--val-fraction", type=_fraction, default=0.1,
+                   help="fraction of the training images held out for validation (0: none)")
+    t.add_argument("--seed", type=int, default=0, help="PRNG seed (split, init, shuffles, dropout)")
+    t.add_argument("--out", type=Path, default=None,
+                   help="output directory (default runs/<model>-<timestamp>)")
+    t.add_argument("--json", action="store_true", help="end stdout with one JSON line of test results")
+    t.add_argument("--limit", type=_positive_int, default=None,
+                   help="use only the first N training images (smoke runs)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--per-step", action="store_true",
+                   help="one jitted call per step instead of one per epoch (debugging)")
+    t.add_argument("--data-dir", type=Path, default=None, help="directory with the four IDX files")
+    t.add_argument("--no-download", action="store_true", help="never try to download the data")
+    t.add_argument("--standardize", choices=("global", "channel", "pixel"), default="global",
+                   help="Standardizer statistics (fit on the training split only)")
+    t.add_argument("--weight-decay", type=float, default=0.0, help="coupled L2 weight decay (optim chain)")
+    t.add_argument("--clip-norm", type=_positive_float, default=None,
+                   help="clip gradients to this global norm")
+    t.add_argument("--plateau", type=_positive_int, default=None, metavar="PATIENCE",
+                   help="halve the learning rate when the validation loss stalls for PATIENCE epochs")
+    t.add_argument("--early-stopping", type=_positive_int, default=None, metavar="PATIENCE",
+                   help="stop after PATIENCE epochs without improvement; keep the best epoch")
+    t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.fnn if it exists")
+    return parser
+
+
+def _log(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def _build_optimizer(args):
+    from fnn import optim
+    rule = getattr(optim, args.optimizer)(args.lr)
+    parts = []
+    if args.clip_norm is not None:
+        parts.append(optim.clip_by_global_norm(args.clip_norm))
+    if args.weight_decay:
+        parts.append(optim.add_weight_decay(args.weight_decay))
+    return optim.chain(*parts, rule) if parts else rule
+
+
+def _build_model(name: str):
+    try:
+        from fnn import models
+    except ImportError as e:
+        raise SystemExit(f"fnn train: error: fnn.models is not available ({e})") from None
+    if not hasattr(models, name):
+        raise SystemExit(f"fnn train: error: fnn.models has no model {name!r} in this version")
+    return getattr(models, name)()
+
+
+def format_confusion(conf, class_names) -> str:
+    """A compact text confusion matrix: rows = true class, columns = predicted class."""
+    short = [c.replace("/", "")[:5] for c in class_names]
+    width = max(5, len(str(int(conf.max()))))
+    name_w = max(len(c) for c in class_names)
+    lines = ["confusion matrix (rows: true class, columns: predicted class)",
+             " " * name_w + " " + " ".join(f"{s:>{width}}" for s in short) + f" {'acc':>6}"]
+    for i, (name, row) in enumerate(zip(class_names, conf, strict=True)):
+        total = int(row.sum())
+        acc = row[i] / total if total else float("nan")
+        lines.append(f"{name:>{name_w}} " + " ".join(f"{int(v):>{width}}" for v in row) + f" {acc:>6.3f}")
+    return "\n".join(lines)
+
+
+def train(args) -> int:
+    import jax
+
+    from fnn import data, losses, optim
+    from fnn.train import echo, evaluate, fit, table_header, table_row
+
+    wall0 = time.perf_counter()
+    loader = data.load_fashion_mnist if args.dataset == "fashion-mnist" else data.load_mnist
+    try:
+        ds = loader(args.data_dir, download=not args.no_download, verbose=True)
+    except (FileNotFoundError, ValueError) as e:
+        _log(f"fnn train: error: {e}")
+        return 1
+    (x_train, y_train), (x_test, y_test) = ds.train, ds.test
+    if args.limit is not None:
+        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+
+    key = jax.random.key(args.seed)
+    split_key, fit_key = jax.random.split(key)
+    val = None
+    if args.val_fraction > 0:
+        try:
+            (x_train, y_train), val = data.train_val_split(split_key, x_train, y_train, args.val_fraction)
+        except ValueError as e:
+            _log(f"fnn train: error: {e}")
+            return 2
+    scaler = data.Standardizer.fit(x_train, per=args.standardize)
+    x_train = scaler.apply(x_train)
+    x_test = scaler.apply(x_test)
+    if val is not None:
+        val = (scaler.apply(val[0]), val[1])
+    if args.batch_size > len(x_train):
+        _log(f"fnn train: error: --batch-size {args.batch_size} is larger than the {len(x_train)} "
+             f"training images")
+        return 2
+
+    out = args.out or Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    model = _build_model(args.model)
+    optimizer = _build_optimizer(args)
+    plateau = optim.reduce_on_plateau(factor=0.5, patience=args.plateau) if args.plateau else None
+    _log(f"fnn train: {args.model} on {ds.name} ({'embedded sample' if ds.is_sample else ds.source}): "
+         f"{len(x_train)} train, {0 if val is None else len(val[0])} validation, {len(x_test)} test "
+         f"images; {args.optimizer} lr={args.lr}, batch {args.batch_size}, {args.epochs} epochs; "
+         f"output in {out}")
+
+    echo(table_header())
+
+    def print_row(epoch, ts, record):
+        echo(table_row(record))
+
+    try:
+        ts, history = fit(
+            model, losses.softmax_cross_entropy, optimizer, (x_train, y_train), epochs=args.epochs,
+            batch_size=args.batch_size, key=fit_key, val_data=val, fused=not args.per_step,
+            grad_mode=args.grad_mode, plateau=plateau, early_stopping=args.early_stopping,
+            callbacks=(print_row,), progress=not args.no_progress, checkpoint_dir=out,
+            resume=args.resume, learning_rate=args.lr)
+    except ValueError as e:
+        _log(f"fnn train: error: {e}")
+        return 2
+    if history.stop_reason:
+        _log(f"fnn train: {history.stop_reason}")
+
+    result = evaluate(model, losses.softmax_cross_entropy, ts.params, ts.state, x_test, y_test)
+    names = CLASS_NAMES[ds.name]
+    summary_file = sys.stderr if args.json else sys.stdout
+    echo(f"test: loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f} "
+         f"({len(x_test)} images)", file=summary_file)
+    echo(format_confusion(result["confusion"], names), file=summary_file)
+
+    history.save_jsonl(out / "history.jsonl")
+    if len(history):
+        try:
+            from fnn.plot import plot_confusion, plot_history
+            title = f"{args.model} on {ds.name}"
+            plot_history(history, out / "curves.png", title=title)
+            plot_confusion(result["confusion"], names, out / "confusion.png",
+                           title=f"{title}: test accuracy {result['accuracy']:.4f}")
+        except ImportError as e:
+            _log(f"fnn train: skipping plots: {e}")
+    train_seconds = float(sum(history["seconds"]))
+    images = float(sum(r["images_per_second"] * r["seconds"] for r in history.records
+                       if r["images_per_second"] is not None))
+    report = {
+        "test_accuracy": result["accuracy"],
+        "test_loss": result["loss"],
+        "train_seconds": train_seconds,
+        "images_per_second": images / train_seconds if train_seconds > 0 else None,
+        "epochs": len(history),
+        "val_accuracy": history.records[-1]["val_accuracy"] if len(history) else None,
+        "compile_seconds": history.compile_seconds,
+        "wall_seconds": time.perf_counter() - wall0,
+        "model": args.model,
+        "dataset": ds.name,
+        "sample_data": ds.is_sample,
+        "grad_mode": args.grad_mode,
+        "stop_reason": history.stop_reason,
+        "out": str(out),
+    }
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    _log(f"fnn train: wrote {out / 'checkpoint.fnn'}, history.jsonl, curves.png, confusion.png, results.json")
+    if args.json:
+        sys.stdout.flush()
+        print(json.dumps(report), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fnn`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.command == "train":
+        return train(args)
+    return 2  # argparse refuses unknown commands before this
+
+
+if __name__ == "__main__":
+    sys.exit(main())
