@@ -33,6 +33,9 @@ def as_schedule(name: str, learning_rate: Any) -> Schedule:
     """A float learning rate becomes a constant schedule; a callable is used as `count -> lr`."""
     if callable(learning_rate):
         return learning_rate
+    if isinstance(learning_rate, jax.core.Tracer):
+        # A traced learning rate (e.g. vmapped over a grid of configurations) has no value to check.
+        return lambda count: learning_rate
     lr = check_float_arg(name, "learning_rate", learning_rate)
     if not lr >= 0.0 or math.isinf(lr):
         raise ValueError(f"{name}: learning_rate must be a finite float >= 0 or a schedule "

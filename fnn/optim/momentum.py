@@ -69,8 +69,9 @@ def ema_momentum(learning_rate, decay: float = 0.9) -> Optimizer:
     """Momentum as an exponential moving average of gradients (the course's form).
 
     v ← γ·v + (1 − γ)·g with v₀ = 0, θ ← θ − lr·v (Rumelhart, Hinton & Williams, 1986;
-    the EMA form is the first moment of Adam without bias correction). The effective step
-    is lr/(1 − γ) times smaller than heavy-ball ``momentum`` with μ = γ at steady state.
+    the EMA form is Adam's first moment without bias correction). Its velocity is (1 − γ)
+    times the heavy-ball one, so ``ema_momentum(lr, γ)`` takes exactly the steps of
+    ``momentum(lr·(1 − γ), γ)``: same path, a learning rate 1/(1 − γ) times larger.
 
     Args:
       learning_rate: a float >= 0 or a schedule ``count -> lr``.

@@ -37,7 +37,7 @@ def _ema(a, g, *, decay):
     return decay * a + (1.0 - decay) * g.astype(a.dtype)
 
 
-def _rms_direction(g, sq, mean, *, eps, eps_inside_sqrt):
+def _rms_direction(g, sq, mean=0.0, *, eps, eps_inside_sqrt):
     """g / (√(E[g²] − E[g]²) + ε), or with ε under the root; mean is 0 when not centered."""
     g = g.astype(sq.dtype)
     var = sq - mean * mean
@@ -88,14 +88,13 @@ def rmsprop(learning_rate, decay: float = 0.99, eps: float = 1e-8, eps_inside_sq
         check_grads(name, state.square_avg, grads)
         lr = current_lr(schedule, state.count, extra)
         square_avg = jax.tree.map(partial(_ema_square, decay=alpha), state.square_avg, grads)
+        direction_fn = partial(_rms_direction, eps=eps, eps_inside_sqrt=eps_inside_sqrt)
         if centered:
             grad_avg = jax.tree.map(partial(_ema, decay=alpha), state.grad_avg, grads)
-            mean = grad_avg
+            direction = jax.tree.map(direction_fn, grads, square_avg, grad_avg)
         else:
             grad_avg = ()
-            mean = jax.tree.map(jnp.zeros_like, square_avg)
-        direction = jax.tree.map(partial(_rms_direction, eps=eps, eps_inside_sqrt=eps_inside_sqrt),
-                                 grads, square_avg, mean)
+            direction = jax.tree.map(direction_fn, grads, square_avg)
         if mu > 0:
             buffer = jax.tree.map(partial(_buffer, momentum=mu), state.momentum_buffer, direction)
             direction = buffer

@@ -301,3 +301,24 @@ def test_updates_without_params_where_they_are_not_needed():
     for opt in (optim.adamw(0.1), optim.chain(optim.add_weight_decay(0.1), optim.sgd(0.1))):
         with pytest.raises(ValueError, match="needs params"):
             opt.update(g, opt.init(g))
+
+
+def test_ema_momentum_is_heavy_ball_with_a_rescaled_learning_rate(seq):
+    theta, grads = seq
+    ema = run_flat(optim.ema_momentum(0.1, 0.8), theta, grads)
+    heavy = run_flat(optim.momentum(0.1 * (1 - 0.8), 0.8), theta, grads)
+    for a, b in zip(ema, heavy, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_learning_rate_can_be_vmapped_for_hyperparameter_search():
+    """A traced learning rate has no value to validate; it is used as a constant schedule."""
+    params, g = {"t": jnp.array([1.0, -2.0])}, {"t": jnp.array([0.5, 0.25])}
+
+    def first_update(lr):
+        opt = optim.adam(lr)
+        return opt.update(g, opt.init(params), params)[0]["t"]
+
+    batched = jax.vmap(first_update)(jnp.array([0.1, 0.01]))
+    np.testing.assert_allclose(batched[0], first_update(0.1), rtol=1e-15)
+    np.testing.assert_allclose(batched[1], first_update(0.01), rtol=1e-15)

@@ -148,5 +148,6 @@ def test_plateau_matches_torch_on_random_sequences(steps, factor, patience, thre
     # Eager steps: a fresh jit per example would spend the time compiling (the jitted step
     # is compared with torch on the hand-made sequences).
     ours, ref = plateau_pair(metrics, factor=factor, patience=patience, threshold=threshold,
-                             threshold_mode=threshold_mode, cooldown=cooldown, min_lr=min_lr, mode=mode, jit=False)
+                             threshold_mode=threshold_mode, cooldown=cooldown, min_lr=min_lr, mode=mode,
+                             jit=False)
     assert_same_trace(ours, ref)
