@@ -80,7 +80,7 @@ def value_and_grad(model: Layer, loss: Loss, mode: str = "manual", *, penalty: L
             value = loss.value(pred, y)
             grads, _ = layer_bwd(model, params, state, saved, loss.backward(pred, y), key=key, train=train)
             if penalty is not None:
-                value = value + penalty.value(params, None)
+                value = value + penalty.value(params, None).astype(value.dtype)
                 grads = jax.tree.map(jnp.add, grads, penalty.backward(params, None))
             return (value, new_state), grads
         return f
@@ -92,7 +92,7 @@ def value_and_grad(model: Layer, loss: Loss, mode: str = "manual", *, penalty: L
             pred, new_state = net.apply(p, state, x, key=key, train=train)
             value = loss.value(pred, y)
             if penalty is not None:
-                value = value + penalty.value(p, None)
+                value = value + penalty.value(p, None).astype(value.dtype)
             return value, new_state
         return jax.value_and_grad(objective, has_aux=True)(params)
 
