@@ -68,8 +68,8 @@ def momentum(learning_rate, momentum: float = 0.9, dampening: float = 0.0) -> Op
 def ema_momentum(learning_rate, decay: float = 0.9) -> Optimizer:
     """Momentum as an exponential moving average of gradients (the course's form).
 
-    v ← γ·v + (1 − γ)·g with v₀ = 0, θ ← θ − lr·v (Rumelhart, Hinton & Williams, 1986;
-    the EMA form is Adam's first moment without bias correction). Its velocity is (1 − γ)
+    v ← γ·v + (1 − γ)·g with v₀ = 0, θ ← θ − lr·v: Polyak's (1964) momentum written as
+    Adam's first moment without bias correction (Kingma & Ba, 2015). Its velocity is (1 − γ)
     times the heavy-ball one, so ``ema_momentum(lr, γ)`` takes exactly the steps of
     ``momentum(lr·(1 − γ), γ)``: same path, a learning rate 1/(1 − γ) times larger.
 

@@ -1,5 +1,7 @@
 """Step-by-step parity of every optimizer rule and transform with torch.optim (float64, 20 steps)."""
 
+from functools import partial
+
 import jax
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from _optim_parity import (  # noqa: E402
     run_fnn,
     run_torch,
 )
-from conftest import RTOL64  # noqa: E402
+from conftest import RTOL32, RTOL64  # noqa: E402
 
 from fnn import optim  # noqa: E402
 
@@ -85,6 +87,22 @@ def test_every_step_matches_torch(case):
     for k, (a, b) in enumerate(zip(ours, ref, strict=True)):
         err = rel_err(a, b)
         assert err <= RTOL64, f"{case}: step {k + 1} relative error {err:.3g}"
+
+
+FLOAT32_CASES = ["sgd", "momentum_dampening", "nesterov", "adagrad_init_acc", "rmsprop_centered_momentum",
+                 "adam", "adamw", "rprop_clamped", "clip_global_norm_weight_decay_adam"]
+
+
+@pytest.mark.parametrize("case", FLOAT32_CASES)
+def test_float32_steps_match_torch_float32(case):
+    """Parameters, state and updates stay float32, and agree with torch's float32 to RTOL32."""
+    opt, make_torch, hook, bias = CASES[case]
+    to32 = partial(jax.tree.map, lambda x: np.asarray(x, np.float32))
+    params = to32(random_tree(np.random.default_rng(1)))
+    grads = [to32(g) for g in gradient_sequence(seed=2, bias=bias)]
+    ours = run_fnn(opt, params, grads)
+    assert all(x.dtype == np.float32 for x in jax.tree.leaves(ours[-1]))
+    assert max_step_err(ours, run_torch(make_torch, params, grads, before_step=hook)) <= RTOL32
 
 
 def test_clipping_is_active_on_some_steps_only():
