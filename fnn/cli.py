@@ -119,14 +119,19 @@ def _build_optimizer(args):
     return optim.chain(*parts, rule) if parts else rule
 
 
-def _build_model(name: str):
+def _build_model(name: str, input_shape: tuple[int, ...], num_classes: int):
+    """The named fnn.models network; mlp gets a Flatten in front and two hidden layers of 256."""
     try:
         from fnn import models
     except ImportError as e:
         raise SystemExit(f"fnn train: error: fnn.models is not available ({e})") from None
     if not hasattr(models, name):
         raise SystemExit(f"fnn train: error: fnn.models has no model {name!r} in this version")
-    return getattr(models, name)()
+    if name == "mlp":
+        from fnn.layers.combinators import serial
+        from fnn.layers.reshape import Flatten
+        return serial(Flatten(), models.mlp((math.prod(input_shape), 256, 256, num_classes)))
+    return getattr(models, name)(num_classes=num_classes, input_shape=input_shape)
 
 
 def format_confusion(conf, class_names) -> str:
@@ -181,7 +186,7 @@ def train(args) -> int:
 
     out = args.out or Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    model = _build_model(args.model)
+    model = _build_model(args.model, tuple(x_train.shape[1:]), len(CLASS_NAMES[ds.name]))
     optimizer = _build_optimizer(args)
     plateau = optim.reduce_on_plateau(factor=0.5, patience=args.plateau) if args.plateau else None
     _log(f"fnn train: {args.model} on {ds.name} ({'embedded sample' if ds.is_sample else ds.source}): "

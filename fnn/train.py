@@ -176,7 +176,7 @@ def _class_labels(pred, y):
     if jnp.issubdtype(y.dtype, jnp.integer) and y.shape == pred.shape[:1]:
         return y
     if y.shape == pred.shape:
-        return jnp.argmax(y, axis=-1)
+        return jnp.argmax(y, axis=-1).astype(jnp.int32)
     return None
 
 
@@ -185,7 +185,7 @@ def _correct(pred, y, mask):
     labels = _class_labels(pred, y)
     if labels is None:
         return jnp.full((), -1, jnp.int32)
-    hit = (jnp.argmax(pred, axis=-1) == labels).astype(jnp.int32)
+    hit = (jnp.argmax(pred, axis=-1).astype(labels.dtype) == labels).astype(jnp.int32)
     if mask is not None:
         hit = hit * (mask > 0).astype(jnp.int32)
     return jnp.sum(hit).astype(jnp.int32)
@@ -267,7 +267,7 @@ def _eval_fn(model: Layer, loss: Loss):
             loss_sum = loss_sum + jnp.sum(per * m.astype(per.dtype)).astype(loss_sum.dtype)
             labels = _class_labels(pred, y)
             if conf is not None and labels is not None:
-                conf = conf.at[labels, jnp.argmax(pred, axis=-1)].add(m.astype(jnp.int32))
+                conf = conf.at[labels, jnp.argmax(pred, axis=-1).astype(labels.dtype)].add(m.astype(jnp.int32))
             return (loss_sum, conf), None
 
         pred_shape = jax.eval_shape(lambda x: model.apply(params, state, x)[0], xb[0]).shape
@@ -569,6 +569,39 @@ def _finish(ts: TrainState, acc: _Acc) -> _Acc:
     return acc._replace(bad=acc.bad | ~params_ok, first_bad=first_bad)
 
 
+class _Programs(NamedTuple):
+    epoch: Callable   # (ts, x, y, lr_scale) -> (ts, acc): one fused epoch, ts donated
+    step: Callable    # ((ts, acc), (x, y, mask), lr_scale) -> (ts, acc): one step, carry donated
+
+
+@functools.lru_cache(maxsize=32)
+def _programs(model, loss, optimizer, penalty, mode, batch_size, remainder) -> _Programs:
+    step = train_step(model, loss, optimizer, grad_mode=mode, penalty=penalty)
+    body = _make_body(step, use_mask=remainder == "pad")
+
+    def epoch_fn(ts, x, y, lr_scale):
+        k, perm_key = jax.random.split(ts.key)
+        b = epoch_batches(perm_key, x, y, batch_size, remainder=remainder)
+        (ts, acc), _ = jax.lax.scan(functools.partial(body, lr_scale=lr_scale),
+                                    (ts._replace(key=k), _acc0()), (b.x, b.y, b.mask))
+        return ts, _finish(ts, acc)
+
+    def step_fn(carry, batch, lr_scale):
+        return body(carry, batch, lr_scale)[0]
+
+    return _Programs(jax.jit(epoch_fn, donate_argnums=0), jax.jit(step_fn, donate_argnums=0))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _shuffle(key, n):
+    """The per-step loop's shuffle: the same split and permutation as the fused epoch's."""
+    k, perm_key = jax.random.split(key)
+    return k, jax.random.permutation(perm_key, n)
+
+
+_finish_jit = jax.jit(_finish)
+
+
 def _copy_tree(tree):
     """A device copy with fresh buffers (the originals will be donated to the next epoch)."""
     def copy(x):
@@ -718,38 +751,24 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
     # Donation needs one buffer per leaf; optimizer states may share them (m and v: the same zeros).
     ts = _copy_tree(ts)
 
-    # Compile.
-    step = train_step(model, loss, optimizer, grad_mode=mode, penalty=penalty)
-    body = _make_body(step, use_mask=remainder == "pad")
+    # Compile (the jitted programs are cached: another fit with the same model, loss,
+    # optimizer and settings reuses them).
     scale0 = jnp.ones((), default_float())
     steps = n // batch_size if remainder == "drop" else -(-n // batch_size)
     t0 = time.perf_counter()
+    programs = _programs(model, loss, optimizer, penalty, mode, batch_size, remainder)
     if fused:
         x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
-
-        def epoch_fn(ts, x, y, lr_scale):
-            k, perm_key = jax.random.split(ts.key)
-            b = epoch_batches(perm_key, x, y, batch_size, remainder=remainder)
-            (ts, acc), _ = jax.lax.scan(functools.partial(body, lr_scale=lr_scale),
-                                        (ts._replace(key=k), _acc0()), (b.x, b.y, b.mask))
-            return ts, _finish(ts, acc)
-
-        run_epoch = jax.jit(epoch_fn, donate_argnums=0).lower(ts, x_dev, y_dev, scale0).compile()
+        run_epoch = programs.epoch.lower(ts, x_dev, y_dev, scale0).compile()
     else:
         x_host, y_host = np.asarray(x), np.asarray(y)
         mask_dtype = x_host.dtype
         xb0 = jax.ShapeDtypeStruct((batch_size,) + x_host.shape[1:], x_host.dtype)
         yb0 = jax.ShapeDtypeStruct((batch_size,) + y_host.shape[1:], y_host.dtype)
         mb0 = jax.ShapeDtypeStruct((batch_size,), mask_dtype)
-        run_step = jax.jit(lambda carry, batch, s: body(carry, batch, s)[0], donate_argnums=0).lower(
-            (ts, _acc0()), (xb0, yb0, mb0), scale0).compile()
-
-        def shuffle_fn(key):
-            k, perm_key = jax.random.split(key)
-            return k, jax.random.permutation(perm_key, n)
-
-        shuffle = jax.jit(shuffle_fn).lower(ts.key).compile()
-        finish = jax.jit(_finish).lower(ts, _acc0()).compile()
+        run_step = programs.step.lower((ts, _acc0()), (xb0, yb0, mb0), scale0).compile()
+        shuffle = _shuffle.lower(ts.key, n).compile()
+        finish = _finish_jit.lower(ts, _acc0()).compile()
     history.compile_seconds = time.perf_counter() - t0
 
     bar = _Progress(progress, total=epochs if fused else epochs * steps, unit="epoch" if fused else "step",
