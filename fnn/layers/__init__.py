@@ -1,0 +1,16 @@
+"""All layers. Each constructor returns a ``Layer(name, init, apply, backward)``."""
+
+from fnn.layers.activation import Elu, Gelu, LeakyRelu, LogSoftmax, Relu, Sigmoid, Softmax, Tanh
+from fnn.layers.combinators import Residual, Shared, serial
+from fnn.layers.conv import Conv, Conv1D, Conv2D, Conv3D
+from fnn.layers.dense import Dense, Maxout
+from fnn.layers.dropout import Dropout
+from fnn.layers.norm import BatchNorm
+from fnn.layers.pool import AvgPool, GlobalAvgPool, MaxPool, MinPool
+from fnn.layers.reshape import Flatten, Reshape
+
+__all__ = [
+    "Dense", "Maxout", "Conv", "Conv1D", "Conv2D", "Conv3D", "MaxPool", "AvgPool", "MinPool", "GlobalAvgPool",
+    "BatchNorm", "Dropout", "Flatten", "Reshape", "Relu", "LeakyRelu", "Elu", "Gelu", "Sigmoid", "Tanh",
+    "Softmax", "LogSoftmax", "serial", "Residual", "Shared",
+]
