@@ -7,7 +7,7 @@ where noted) and end with logits: pair them with ``losses.softmax_cross_entropy`
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from fnn.core import Layer, check_input, check_positive_int, check_range, check_shape, fmt_shape
 from fnn.layers.activation import Relu, Tanh

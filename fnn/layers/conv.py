@@ -52,18 +52,18 @@ def _pads(spec, spatial, k_eff, strides) -> tuple[tuple[int, int], ...]:
     if spec == "FULL":
         return tuple((k - 1, k - 1) for k in k_eff)
     if spec == "SAME":
-        totals = [max((-(-i // s) - 1) * s + k - i, 0) for i, k, s in zip(spatial, k_eff, strides)]
+        totals = [max((-(-i // s) - 1) * s + k - i, 0) for i, k, s in zip(spatial, k_eff, strides, strict=True)]
         return tuple((t // 2, t - t // 2) for t in totals)
     return spec
 
 
 def _out_spatial(name, spatial, pads, k_eff, strides, what="kernel"):
     """o = ⌊(i + p − k_eff)/s⌋ + 1 per dim, refusing windows larger than the padded input."""
-    padded = tuple(i + lo + hi for i, (lo, hi) in zip(spatial, pads))
-    if any(p < k for p, k in zip(padded, k_eff)):
+    padded = tuple(i + lo + hi for i, (lo, hi) in zip(spatial, pads, strict=True))
+    if any(p < k for p, k in zip(padded, k_eff, strict=True)):
         raise ValueError(f"{name}: {what} {'x'.join(map(str, k_eff))} (with dilation) is larger than the "
                          f"padded input {'x'.join(map(str, padded))} (input spatial shape {fmt_shape(spatial)})")
-    return tuple((p - k) // s + 1 for p, k, s in zip(padded, k_eff, strides))
+    return tuple((p - k) // s + 1 for p, k, s in zip(padded, k_eff, strides, strict=True))
 
 
 def _dims(nd: int) -> lax.ConvDimensionNumbers:
@@ -115,7 +115,7 @@ def Conv(out_channels: int, kernel_size, *, strides=1, padding="VALID", dilation
     parts += [] if spec == "VALID" else [spec if isinstance(spec, str) else f"padding={spec}"]
     parts += ["edge"] if padding_mode == "edge" else []
     name = f"Conv{nd}D({', '.join(parts)})"
-    k_eff = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation))
+    k_eff = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True))
     dims, sp = _dims(nd), tuple(range(1, nd + 1))
 
     def _geometry(spatial):
@@ -162,9 +162,9 @@ def Conv(out_channels: int, kernel_size, *, strides=1, padding="VALID", dilation
         pads, _ = _geometry(x.shape[1:-1])
         xc, w, dyc = promote(x, params["w"], dy)
         xp, conv_pads = _padded(xc, pads)
-        rem = [(p + lo + hi - k) % s for p, (lo, hi), k, s in zip(xp.shape[1:-1], conv_pads, k_eff, strides)]
+        rem = [(p + lo + hi - k) % s for p, (lo, hi), k, s in zip(xp.shape[1:-1], conv_pads, k_eff, strides, strict=True)]
         w_t = lax.rev(w, tuple(range(nd))).swapaxes(-1, -2)
-        dx_pads = [(k - 1 - lo, k - 1 - hi + r) for k, (lo, hi), r in zip(k_eff, conv_pads, rem)]
+        dx_pads = [(k - 1 - lo, k - 1 - hi + r) for k, (lo, hi), r in zip(k_eff, conv_pads, rem, strict=True)]
         dx = lax.conv_general_dilated(dyc, w_t, (1,) * nd, dx_pads, lhs_dilation=strides, rhs_dilation=dilation,
                                       dimension_numbers=dims)
         if padding_mode == "edge":
@@ -173,7 +173,7 @@ def Conv(out_channels: int, kernel_size, *, strides=1, padding="VALID", dilation
         # contracted channel, C_in plays the batch. See docs/derivations.md on why the layout matters.
         lhs = xp.transpose(nd + 1, *sp, 0)
         rhs = dyc.transpose(*sp, 0, nd + 1)
-        dw_pads = [(lo, hi - r) for (lo, hi), r in zip(conv_pads, rem)]
+        dw_pads = [(lo, hi - r) for (lo, hi), r in zip(conv_pads, rem, strict=True)]
         dw = lax.conv_general_dilated(lhs, rhs, dilation, dw_pads, rhs_dilation=strides, dimension_numbers=dims)
         dparams = {"w": dw.transpose(*sp, 0, nd + 1).astype(params["w"].dtype)}
         if use_bias:

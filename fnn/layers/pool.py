@@ -15,7 +15,7 @@ import numpy as np
 from jax import lax
 
 from fnn.core import Layer, check_float, check_shape, fmt_shape
-from fnn.layers.conv import _ints, _out_spatial, _pads, _padding_spec
+from fnn.layers.conv import _ints, _out_spatial, _padding_spec, _pads
 
 
 def _window_starts(window):
@@ -85,10 +85,10 @@ def _pool(kind: str, window, strides, padding, count_include_pad: bool = True) -
         zero = np.zeros((), x.dtype)
         xp = lax.pad(x, _fill(x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)])
         starts = _window_starts(window)
-        span = [(o - 1) * s + 1 for o, s in zip(out, strides)]
+        span = [(o - 1) * s + 1 for o, s in zip(out, strides, strict=True)]
 
         def patch(k):  # x_pad[:, k + o·s, :] for every output position o: (N, *O, C)
-            return lax.slice(xp, (0, *k, 0), (xp.shape[0], *(a + b for a, b in zip(k, span)), xp.shape[-1]),
+            return lax.slice(xp, (0, *k, 0), (xp.shape[0], *(a + b for a, b in zip(k, span, strict=True)), xp.shape[-1]),
                              (1, *strides, 1))
 
         if kind == "AvgPool":
@@ -98,11 +98,11 @@ def _pool(kind: str, window, strides, padding, count_include_pad: bool = True) -
             winner = pick(jnp.stack([patch(k) for k in starts]), axis=0)
             grads = [jnp.where(winner == i, dy, zero) for i in range(len(starts))]
         dxp = jnp.zeros(xp.shape, x.dtype)
-        for k, g in zip(starts, grads):  # scatter back: cell o of patch k sits at k + o·s
-            cfg = [(0, 0, 0)] + [(a, p - a - sp, s - 1) for a, p, sp, s in zip(k, xp.shape[1:-1], span, strides)]
+        for k, g in zip(starts, grads, strict=True):  # scatter back: cell o of patch k sits at k + o·s
+            cfg = [(0, 0, 0)] + [(a, p - a - sp, s - 1) for a, p, sp, s in zip(k, xp.shape[1:-1], span, strides, strict=True)]
             dxp = dxp + lax.pad(g, zero, cfg + [(0, 0, 0)])
         dx = lax.slice(dxp, (0, *(lo for lo, _ in pads), 0),
-                       (x.shape[0], *(lo + i for (lo, _), i in zip(pads, x.shape[1:-1])), x.shape[-1]))
+                       (x.shape[0], *(lo + i for (lo, _), i in zip(pads, x.shape[1:-1], strict=True)), x.shape[-1]))
         return {}, dx
 
     return Layer(name, init, apply, backward)

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from strategies import dims, seeds
 
 from fnn.core import Layer
-from fnn.gradcheck import check_layer
+from fnn import losses
+from fnn.gradcheck import check_layer, check_model
 from fnn.layers.activation import Relu, Tanh
 from fnn.layers.combinators import Residual, Shared, serial
 from fnn.layers.dense import Dense
@@ -95,3 +96,6 @@ def test_user_defined_layer_from_namedtuple_composes(key):
 
     scale = Layer("Scale", init, apply, backward)
     check_layer(serial(Dense(3), scale, Tanh()), (2,), key=key)
+    report = check_model(serial(Dense(3), scale, Tanh(), Dense(2)), losses.softmax_cross_entropy, (2,),
+                         jnp.array([0, 1, 1]), key=key)
+    assert report.vjp_rel_err < 1e-10
