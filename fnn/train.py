@@ -267,7 +267,8 @@ def _eval_fn(model: Layer, loss: Loss):
             loss_sum = loss_sum + jnp.sum(per * m.astype(per.dtype)).astype(loss_sum.dtype)
             labels = _class_labels(pred, y)
             if conf is not None and labels is not None:
-                conf = conf.at[labels, jnp.argmax(pred, axis=-1).astype(labels.dtype)].add(m.astype(jnp.int32))
+                guess = jnp.argmax(pred, axis=-1).astype(labels.dtype)
+                conf = conf.at[labels, guess].add(m.astype(jnp.int32))
             return (loss_sum, conf), None
 
         pred_shape = jax.eval_shape(lambda x: model.apply(params, state, x)[0], xb[0]).shape
