@@ -67,20 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train", help="train a model on Fashion-MNIST or MNIST and evaluate it on the test set",
         description="Train a model on Fashion-MNIST or MNIST, evaluate it on the test set and save "
-                    "checkpoint.fnn, history.jsonl, curves.png and confusion.png under --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("--model", choices=MODELS, default="simple_cnn", help="architecture (fnn.models)")
-    t.add_argument("--dataset", choices=DATASETS, default="fashion-mnist", help="data set")
-    t.add_argument("--epochs", type=_positive_int, default=10, help="training epochs")
-    t.add_argument("--batch-size", type=_positive_int, default=128, help="examples per step")
-    t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="update rule (fnn.optim)")
-    t.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate")
+                    "checkpoint.fnn, history.jsonl, curves.png and confusion.png under --out.")
+    t.add_argument("--model", choices=MODELS, default="simple_cnn",
+                   help="architecture (fnn.models) (default: %(default)s)")
+    t.add_argument("--dataset", choices=DATASETS, default="fashion-mnist",
+                   help="data set (default: %(default)s)")
+    t.add_argument("--epochs", type=_positive_int, default=10, help="training epochs (default: %(default)s)")
+    t.add_argument("--batch-size", type=_positive_int, default=128,
+                   help="examples per step (default: %(default)s)")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+                   help="update rule (fnn.optim) (default: %(default)s)")
+    t.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (default: %(default)s)")
     t.add_argument("--grad-mode", choices=GRAD_MODES, default="auto",
                    help="gradients: 'auto' is custom_vjp (the layers' own backward as VJP) on CPU, "
-                        "autodiff on GPU/TPU")
+                        "autodiff on GPU/TPU (default: %(default)s)")
     t.add_argument("--val-fraction", type=_fraction, default=0.1,
-                   help="fraction of the training images held out for validation (0: none)")
-    t.add_argument("--seed", type=int, default=0, help="PRNG seed (split, init, shuffles, dropout)")
+                   help="fraction of the training images held out for validation, 0 for none "
+                        "(default: %(default)s)")
+    t.add_argument("--seed", type=int, default=0,
+                   help="PRNG seed (split, init, shuffles, dropout) (default: %(default)s)")
     t.add_argument("--out", type=Path, default=None,
                    help="output directory (default runs/<model>-<timestamp>)")
     t.add_argument("--json", action="store_true", help="end stdout with one JSON line of test results")
@@ -92,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", type=Path, default=None, help="directory with the four IDX files")
     t.add_argument("--no-download", action="store_true", help="never try to download the data")
     t.add_argument("--standardize", choices=("global", "channel", "pixel"), default="global",
-                   help="Standardizer statistics (fit on the training split only)")
+                   help="Standardizer statistics (fit on the training split only) (default: %(default)s)")
     t.add_argument("--weight-decay", type=float, default=0.0, help="coupled L2 weight decay (optim chain)")
     t.add_argument("--clip-norm", type=_positive_float, default=None,
                    help="clip gradients to this global norm")
