@@ -741,17 +741,18 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
     path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
 
     def bundle(ts_, plateau_state_, best_ts_):
-        return {"train_state": ts_, "plateau": plateau_state_,
-                "best": best_ts_ if early_stopping is not None else None}
+        # Before any improvement there is no best state yet: ts stands in (best_epoch is None).
+        best_ = (best_ts_ if best_ts_ is not None else ts_) if early_stopping is not None else None
+        return {"train_state": ts_, "plateau": plateau_state_, "best": best_}
 
     if path is not None and resume and path.exists():
         meta = ckpt.read_metadata(path)
         restored = ckpt.restore(path, bundle(ts, plateau_state, ts))
         ts, plateau_state = restored["train_state"], restored["plateau"]
-        best_ts = restored["best"]
         history = History(meta.get("history", []))
         start_epoch = int(meta["epoch"])
         best_epoch, wait = meta.get("best_epoch"), int(meta.get("wait", 0))
+        best_ts = restored["best"] if best_epoch is not None else None
         best_metric = math.inf if meta.get("best_metric") is None else float(meta["best_metric"])
         if progress:
             print(f"fit: resuming from {path} after epoch {start_epoch}", file=sys.stderr)

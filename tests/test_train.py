@@ -76,7 +76,8 @@ def test_train_step_splits_key_and_reports_metrics(data):
     assert set(m) >= {"loss", "accuracy", "grad_norm", "finite"}
     assert 0.0 <= float(m["accuracy"]) <= 1.0 and bool(m["finite"])
     sub = jax.random.split(ts.key)[1]  # the key the first step used
-    grad = jax.jit(jax.grad(lambda p: CE.value(model.apply(p, ts.state, x[:32], key=sub, train=True)[0], y[:32])))
+    grad = jax.jit(jax.grad(
+        lambda p: CE.value(model.apply(p, ts.state, x[:32], key=sub, train=True)[0], y[:32])))
     np.testing.assert_allclose(float(m["grad_norm"]), float(optim.global_norm(grad(ts.params))), rtol=1e-5)
 
 
@@ -138,12 +139,12 @@ def test_grad_modes_agree(data):
 def test_resume_equals_uninterrupted(data, tmp_path):
     (x, y), (xv, yv) = data
     kw = dict(val_data=(xv, yv), plateau=optim.reduce_on_plateau(factor=0.5, patience=0),
-              model=MLP_DROP, grad_mode="custom_vjp")
+              early_stopping=5, model=MLP_DROP, grad_mode="custom_vjp")
     full, hf = run((x, y), epochs=3, checkpoint_dir=tmp_path / "a", **kw)
     _, h1 = run((x, y), epochs=1, checkpoint_dir=tmp_path / "b", **kw)
     resumed, hr = run((x, y), epochs=3, checkpoint_dir=tmp_path / "b", **kw)
     assert_trees_equal(full, resumed)
-    assert len(h1) == 1 and len(hr) == 3
+    assert len(h1) == 1 and len(hr) == 3 and hr.best_epoch == hf.best_epoch
     assert hr["train_loss"] == hf["train_loss"] and hr["lr_scale"] == hf["lr_scale"]
 
 
