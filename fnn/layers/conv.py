@@ -57,12 +57,12 @@ def _pads(spec, spatial, k_eff, strides) -> tuple[tuple[int, int], ...]:
     return spec
 
 
-def _out_spatial(name, spatial, pads, k_eff, strides, what="kernel"):
+def _out_spatial(name, spatial, pads, k_eff, strides, what="kernel (dilated)"):
     """o = ⌊(i + p − k_eff)/s⌋ + 1 per dim, refusing windows larger than the padded input."""
     padded = tuple(i + lo + hi for i, (lo, hi) in zip(spatial, pads, strict=True))
     if any(p < k for p, k in zip(padded, k_eff, strict=True)):
-        raise ValueError(f"{name}: {what} {'x'.join(map(str, k_eff))} (with dilation) is larger than the "
-                         f"padded input {'x'.join(map(str, padded))} (input spatial shape {fmt_shape(spatial)})")
+        raise ValueError(f"{name}: {what} {'x'.join(map(str, k_eff))} is larger than the padded input "
+                         f"{'x'.join(map(str, padded))} (input spatial shape {fmt_shape(spatial)})")
     return tuple((p - k) // s + 1 for p, k, s in zip(padded, k_eff, strides, strict=True))
 
 
@@ -84,6 +84,52 @@ def _edge_fold(g, pads):
         g = g + lax.pad(low, zero, cfg[:ax] + [(0, n - 1, 0)] + cfg[ax + 1:]) \
               + lax.pad(high, zero, cfg[:ax] + [(n - 1, 0, 0)] + cfg[ax + 1:])
     return g
+
+
+def _sizes(x, pads):
+    """Padded spatial sizes of a channels-last x."""
+    return [i + lo + hi for i, (lo, hi) in zip(x.shape[1:-1], pads, strict=True)]
+
+
+def _input_grad(dy, w, strides, dilation, pads, rem):
+    """dx: dy (N, *O, C_out) dilated by the strides, correlated with the flipped, transposed kernel.
+
+    The padding (k_eff − 1 − low, k_eff − 1 − high + r) makes dx exactly x's shape: negative
+    values crop, and the r trailing cells that no window reached get zeros.
+    """
+    nd = len(strides)
+    k_eff = [(k - 1) * d + 1 for k, d in zip(w.shape[:nd], dilation, strict=True)]
+    dx_pads = [(k - 1 - lo, k - 1 - hi + r) for k, (lo, hi), r in zip(k_eff, pads, rem, strict=True)]
+    # XLA:CPU (jaxlib 0.10.2) aborts compiling a base-dilated conv with a dim of window 2, base
+    # dilation 2 and no padding when it swaps the operands (it takes the dim for a "group" dim);
+    # jax.vjp emits the same conv. One extra high row there, sliced off below, sidesteps it.
+    extra = [int(k == 2 and s == 2 and d == 1 and p == (0, 0))
+             for k, s, d, p in zip(w.shape[:nd], strides, dilation, dx_pads, strict=True)]
+    dx_pads = [(lo, hi + e) for (lo, hi), e in zip(dx_pads, extra, strict=True)]
+    w_t = lax.rev(w, tuple(range(nd))).swapaxes(-1, -2)
+    dx = lax.conv_general_dilated(dy, w_t, (1,) * nd, dx_pads, lhs_dilation=strides, rhs_dilation=dilation,
+                                  dimension_numbers=_dims(nd))
+    if any(extra):
+        dx = lax.slice(dx, (0,) * dx.ndim, (dx.shape[0], *(n - e for n, e in zip(dx.shape[1:-1], extra,
+                                                                                  strict=True)), dx.shape[-1]))
+    return dx
+
+
+def _weight_grad(xp, dy, strides, dilation, pads, rem):
+    """dw[k] = Σ_{n,o} x_pad[n, o·s + k·d] ⊗ dy[n, o]: a conv of x_pad by dy (dilated by s), stride d.
+
+    Written as a canonical (N, *S, C) x (*K, I, O) conv on transposed operands, C_in playing the
+    batch and the batch N the contracted channel. The same conv expressed by dimension numbers
+    alone (as autodiff emits it) gets a non-canonical layout inside lax.scan on XLA:CPU and runs
+    on a generic path, tens of times slower (benchmarks/cnn_grad_modes.py).
+    """
+    nd = len(strides)
+    sp = tuple(range(1, nd + 1))
+    lhs = xp.transpose(nd + 1, *sp, 0)
+    rhs = dy.transpose(*sp, 0, nd + 1)
+    dw_pads = [(lo, hi - r) for (lo, hi), r in zip(pads, rem, strict=True)]
+    dw = lax.conv_general_dilated(lhs, rhs, dilation, dw_pads, rhs_dilation=strides, dimension_numbers=_dims(nd))
+    return dw.transpose(*sp, 0, nd + 1)
 
 
 def Conv(out_channels: int, kernel_size, *, strides=1, padding="VALID", dilation=1, use_bias: bool = True,
@@ -116,7 +162,7 @@ def Conv(out_channels: int, kernel_size, *, strides=1, padding="VALID", dilation
     parts += ["edge"] if padding_mode == "edge" else []
     name = f"Conv{nd}D({', '.join(parts)})"
     k_eff = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True))
-    dims, sp = _dims(nd), tuple(range(1, nd + 1))
+    dims = _dims(nd)
 
     def _geometry(spatial):
         pads = _pads(spec, spatial, k_eff, strides)
@@ -162,20 +208,11 @@ def Conv(out_channels: int, kernel_size, *, strides=1, padding="VALID", dilation
         pads, _ = _geometry(x.shape[1:-1])
         xc, w, dyc = promote(x, params["w"], dy)
         xp, conv_pads = _padded(xc, pads)
-        rem = [(p + lo + hi - k) % s for p, (lo, hi), k, s in zip(xp.shape[1:-1], conv_pads, k_eff, strides, strict=True)]
-        w_t = lax.rev(w, tuple(range(nd))).swapaxes(-1, -2)
-        dx_pads = [(k - 1 - lo, k - 1 - hi + r) for k, (lo, hi), r in zip(k_eff, conv_pads, rem, strict=True)]
-        dx = lax.conv_general_dilated(dyc, w_t, (1,) * nd, dx_pads, lhs_dilation=strides, rhs_dilation=dilation,
-                                      dimension_numbers=dims)
+        rem = [(i - k) % s for i, k, s in zip(_sizes(xp, conv_pads), k_eff, strides, strict=True)]
+        dx = _input_grad(dyc, w, strides, dilation, conv_pads, rem)
         if padding_mode == "edge":
             dx = _edge_fold(dx, pads)
-        # Weight gradient as a canonical (N, *S, C) x (*K, I, O) conv: the batch axis N is the
-        # contracted channel, C_in plays the batch. See docs/derivations.md on why the layout matters.
-        lhs = xp.transpose(nd + 1, *sp, 0)
-        rhs = dyc.transpose(*sp, 0, nd + 1)
-        dw_pads = [(lo, hi - r) for (lo, hi), r in zip(conv_pads, rem, strict=True)]
-        dw = lax.conv_general_dilated(lhs, rhs, dilation, dw_pads, rhs_dilation=strides, dimension_numbers=dims)
-        dparams = {"w": dw.transpose(*sp, 0, nd + 1).astype(params["w"].dtype)}
+        dparams = {"w": _weight_grad(xp, dyc, strides, dilation, conv_pads, rem).astype(params["w"].dtype)}
         if use_bias:
             dparams["b"] = dyc.sum(tuple(range(nd + 1))).astype(params["b"].dtype)
         return dparams, dx.astype(x.dtype)
