@@ -142,3 +142,81 @@ def plot_confusion(confusion, class_names: Sequence[str] | None, path: str | os.
                         color="white" if frac[i, j] > 0.5 else "black")
     ax.set_title(title or f"Confusion matrix (accuracy {accuracy:.4f}, N={int(total)})")
     return _save(fig, FigureCanvasAgg, path)
+
+
+def plot_grad_norms(records, path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """Per-layer gradient norms over training (log scale, one line per layer with parameters).
+
+    A second panel shows the update/parameter norm ratios when they were recorded (a
+    recorder given the optimizer), with the usual ~1e-3 per step marked. Lines are coloured
+    from the first layer (dark) to the last (light), so vanishing gradients show as a fan of
+    dark lines far below the light ones.
+
+    Args:
+      records: a ``fnn.diagnostics.Recorder`` (or its ``records``, or a list of ``Report``s,
+        plotted against their index), or a dict ``{layer label: [norm, ...]}`` (plotted
+        against 0, 1, ...).
+      path: the PNG file to write.
+      title: an optional title over the panels.
+
+    Raises:
+      ImportError: matplotlib is not installed.
+      ValueError: nothing to plot.
+    """
+    Figure, FigureCanvasAgg, MaxNLocator = _matplotlib()
+    if isinstance(records, Mapping):
+        grads = {str(k): [float(v) for v in vs] for k, vs in records.items()}
+        xs = list(range(max((len(v) for v in grads.values()), default=0)))
+        ratios: dict = {}
+        xlabel = "record"
+    else:
+        from fnn.diagnostics import Record, records_to_series
+
+        if hasattr(records, "records"):
+            records = records.records
+        records = list(records)
+        xs, grads, ratios = records_to_series(records)
+        xlabel = "epoch" if records and isinstance(records[0], Record) else "record"
+    if not grads or not xs:
+        raise ValueError("plot_grad_norms: no gradient norms to plot "
+                         "(no records, or no layer with parameters)")
+
+    panels = [("grad", grads, "Gradient norm per layer", "‖∂L/∂θ‖ (log scale)")]
+    if ratios:
+        panels.append(("ratio", ratios, "Update / parameter norm per layer", "‖Δθ‖ / ‖θ‖ (log scale)"))
+    fig = Figure(figsize=(6.2 * len(panels) + 2.6, 4.6), dpi=110, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    labels = list(grads)
+    colors = {lab: cmap(0.85 * i / max(len(labels) - 1, 1)) for i, lab in enumerate(labels)}
+    handles = {}
+    for ax, (kind, series, heading, ylabel) in zip(axes, panels, strict=True):
+        for lab, values in series.items():
+            pts = [(x, v) for x, v in zip(xs, values, strict=False)
+                   if v is not None and np.isfinite(v) and v > 0]
+            if not pts:
+                continue
+            px, py = zip(*pts, strict=True)
+            (line,) = ax.plot(px, py, "-o", color=colors.get(lab), label=lab, markersize=3.5, linewidth=1.6)
+            handles.setdefault(lab, line)
+        if kind == "ratio":
+            ax.axhline(1e-3, color="0.4", linestyle="--", linewidth=1.0)
+            ax.text(0.99, 1e-3, "1e-3 rule of thumb ", color="0.3", fontsize=8, va="bottom", ha="right",
+                    transform=ax.get_yaxis_transform())
+        ax.set_yscale("log")
+        ax.set_title(heading)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, which="major", alpha=0.3)
+        ax.grid(True, which="minor", alpha=0.08)
+        if len(xs) == 1:
+            ax.set_xlim(xs[0] - 1, xs[0] + 1)
+    ordered = [handles[lab] for lab in labels if lab in handles]
+    fig.legend(ordered, [h.get_label() for h in ordered], loc="outside right center", title="layer",
+               fontsize=8, title_fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, FigureCanvasAgg, path)

@@ -1,0 +1,681 @@
+"""Gradient and activation diagnostics: per-layer statistics, detectors, and a recorder for ``fit``.
+
+One probe batch tells a lot about a network's health (Glorot & Bengio 2010; Karpathy's
+"recipe for training neural networks"):
+
+- ``layer_report``: per layer of a ``serial`` model, the gradient norm of each parameter,
+  the update/parameter norm ratio (given an optimizer), the mean and standard deviation of
+  the layer's output, the fraction of dead ReLU units and of saturated sigmoid/tanh outputs.
+  ``format_report`` prints it as a table.
+- Detectors with documented thresholds (module constants below): ``detect_vanishing``,
+  ``detect_exploding``, ``detect_dead_units``, ``detect_saturation``.
+- ``overfit_one_batch``: a model that cannot drive the loss on one small batch near zero
+  has a bug (a wrong gradient sign, a layer that does not learn, a broken init).
+- ``recorder``: a ``fit`` callback computing the report on a fixed probe batch at the end of
+  every N-th epoch (epoch granularity: ``fit``'s fused epoch is one compiled ``lax.scan``,
+  so per-step statistics would have to live inside it). ``fnn.plot.plot_grad_norms`` draws
+  what it records.
+
+Typical use::
+
+    report = layer_report(model, losses.softmax_cross_entropy, ts.params, ts.state, x[:256], y[:256])
+    print(format_report(report))
+    print(detect_vanishing(report))
+
+Layers of a model. The report has one entry per layer of the top-level ``serial`` (also one
+made by ``fnn.models``): ``report.grad_norms`` and ``report.param_norms`` have exactly the
+tree structure of ``params`` (a tuple with one dict per layer), with a Python float per
+array. The layers' names and their outputs come from the sub-layers of the ``serial``
+(``sublayers``); a model whose sub-layers cannot be found is reported as one layer.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnn.backprop import MODES, value_and_grad
+from fnn.core import Layer, Loss, Optimizer, check_choice, check_positive_int, layer_fwd
+
+# ----------------------------------------------------------------------------------------
+# Thresholds (documented, and arguments of the detectors)
+
+VANISHING_RATIO = 1e-3
+"""Vanishing: the first parameterized layer's gradient norm is below this times the last one's."""
+
+EXPLODING_GROWTH = 1e2
+"""Exploding: the gradient norm rises above this times its first value."""
+
+LOSS_SPIKE = 10.0
+"""Exploding: the loss rises above this times its first value."""
+
+DEAD_FRACTION = 0.5
+"""detect_dead_units: a ReLU layer with more than this fraction of dead units is flagged."""
+
+SATURATION_FRACTION = 0.5
+"""detect_saturation: a sigmoid/tanh layer with more than this fraction of saturated outputs."""
+
+TANH_SATURATION = 0.99
+"""A tanh output is saturated when |y| > 0.99 (its derivative 1 − y² < 0.02)."""
+
+SIGMOID_SATURATION = 0.01
+"""A sigmoid output is saturated when y < 0.01 or y > 0.99 (its derivative y(1 − y) < 0.0099)."""
+
+OVERFIT_FRACTION = 1e-2
+"""overfit_one_batch passes when the final loss is at most this fraction of the initial loss."""
+
+ACTIVATION_KINDS = ("relu", "sigmoid", "tanh")
+
+
+# ----------------------------------------------------------------------------------------
+# Report types
+
+
+class LayerStats(NamedTuple):
+    """Statistics of one layer of the top-level ``serial`` on the probe batch.
+
+    Attributes:
+      index: the position in the ``serial``.
+      name: the layer's name (``Dense(256)``), or ``layer[i]`` when unknown.
+      kind: "relu", "sigmoid", "tanh" (elementwise activations, from the name or, for an
+        unnamed layer, from its output matching the function of its input), "params" (a
+        layer with parameters) or "other".
+      num_params: number of scalar parameters.
+      grad_norm: l2 norm of all this layer's gradients (None without parameters).
+      param_norm: l2 norm of all this layer's parameters (None without parameters).
+      update_ratio: ‖update‖ / ‖params‖ for this layer, given an optimizer (else None). The
+        rule of thumb is around 1e-3 per step: much smaller learns slowly, much larger is unstable.
+      act_mean, act_std: mean and standard deviation of the layer's output over the batch
+        (None when the output is not an array).
+      dead_fraction: ReLU only: the fraction of units (last axis: features or channels) that
+        output exactly 0 for every example of the batch (and every spatial position).
+      saturated_fraction: sigmoid/tanh only: the fraction of outputs (over examples and
+        units) in the flat region: |y| > 0.99 for tanh, y < 0.01 or y > 0.99 for sigmoid.
+    """
+
+    index: int
+    name: str
+    kind: str
+    num_params: int
+    grad_norm: float | None
+    param_norm: float | None
+    update_ratio: float | None
+    act_mean: float | None
+    act_std: float | None
+    dead_fraction: float | None
+    saturated_fraction: float | None
+
+
+class Report(NamedTuple):
+    """What ``layer_report`` measured.
+
+    Attributes:
+      layers: one ``LayerStats`` per layer of the top-level ``serial``.
+      grad_norms: the l2 norm of each gradient array, as a tree with params' structure
+        (for a ``serial``: a tuple with one dict per layer, e.g. ``({"w": 0.3, "b": 0.1}, {}, ...)``).
+      param_norms: the l2 norm of each parameter array, params' structure.
+      update_norms: the l2 norm of each update array (params' structure), or None without optimizer.
+      loss: the loss on the probe batch.
+      global_grad_norm: the l2 norm of the whole gradient.
+    """
+
+    layers: tuple[LayerStats, ...]
+    grad_norms: Any
+    param_norms: Any
+    update_norms: Any
+    loss: float
+    global_grad_norm: float
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.layers)
+
+
+class Verdict(NamedTuple):
+    """A detector's answer: ``detected`` with a one-line ``message`` that names the evidence.
+
+    ``value`` is the measured quantity compared with ``threshold`` (None when there was
+    nothing to measure). ``bool(verdict)`` is ``detected``.
+    """
+
+    detected: bool
+    message: str
+    value: float | None
+    threshold: float
+
+    def __bool__(self) -> bool:
+        return bool(self.detected)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# ----------------------------------------------------------------------------------------
+# Layers of a serial model
+
+
+def sublayers(model: Layer) -> tuple[Layer, ...] | None:
+    """The layers of a ``serial`` (also wrapped by ``fnn.models`` or ``with_own_vjp``), or None.
+
+    ``serial`` keeps its layers in the closure of its ``init``; a wrapper keeps the wrapped
+    layer there. This reads them back (two levels of wrapping at most) and returns None when
+    there is no such tuple, so callers fall back to treating the model as one layer.
+    """
+    def cells(layer):
+        for cell in getattr(layer.init, "__closure__", None) or ():
+            try:
+                yield cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+
+    layer = model
+    for _ in range(3):
+        inner = None
+        for value in cells(layer):
+            if isinstance(value, tuple) and value and all(isinstance(v, Layer) for v in value):
+                return value
+            if isinstance(value, Layer) and inner is None:
+                inner = value
+        if inner is None:
+            return None
+        layer = inner
+    return None
+
+
+def _layers_of(model: Layer, params) -> tuple[Layer, ...] | None:
+    layers = sublayers(model)
+    if layers is not None and isinstance(params, tuple) and len(layers) == len(params):
+        return layers
+    return None
+
+
+def _kind_from_name(name: str) -> str | None:
+    base = name.split("(")[0]
+    return {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}.get(base)
+
+
+# ----------------------------------------------------------------------------------------
+# The jitted statistics
+
+
+def _norm(a) -> jax.Array:
+    """l2 norm in (at least) float32."""
+    a = jnp.asarray(a)
+    dtype = jnp.promote_types(a.dtype, jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else jnp.float32
+    a = a.astype(dtype)
+    return jnp.sqrt(jnp.sum(a * a))
+
+
+def _output_stats(x, y) -> dict | None:
+    """Statistics of one layer's output y (and of its input x, to recognize activations)."""
+    if not isinstance(y, jax.Array) or y.ndim < 1 or not jnp.issubdtype(y.dtype, jnp.floating):
+        return None
+    yf = y.astype(jnp.promote_types(y.dtype, jnp.float32))
+    units = yf.reshape((-1, yf.shape[-1])) if yf.ndim >= 2 else yf.reshape((-1, 1))
+    stats = {
+        "mean": jnp.mean(yf), "std": jnp.std(yf),
+        "dead": jnp.mean(jnp.all(units == 0, axis=0).astype(jnp.float32)),
+        "sat_tanh": jnp.mean((jnp.abs(yf) > TANH_SATURATION).astype(jnp.float32)),
+        "sat_sigmoid": jnp.mean(((yf < SIGMOID_SATURATION) | (yf > 1 - SIGMOID_SATURATION))
+                                .astype(jnp.float32)),
+    }
+    if isinstance(x, jax.Array) and x.shape == y.shape and x.dtype == y.dtype:
+        # An unnamed parameter-free layer is taken for an activation when its output is that
+        # function of its input and differs from its input (Dropout at eval, Flatten of a
+        # flat input, etc. are identities and match nothing).
+        same = jnp.all(x == y)
+        for kind, f in (("relu", jax.nn.relu), ("sigmoid", jax.nn.sigmoid), ("tanh", jnp.tanh)):
+            stats[f"is_{kind}"] = jnp.allclose(y, f(x), rtol=1e-5, atol=1e-6) & ~same
+    return stats
+
+
+@functools.lru_cache(maxsize=32)
+def _stats_fn(model: Layer, loss: Loss, optimizer: Optimizer | None, grad_mode: str, train: bool,
+              layers: tuple[Layer, ...] | None):
+    vg = value_and_grad(model, loss, grad_mode)
+
+    def outputs(params, state, x, key):
+        """(input, output) of each layer of the top-level serial, run in sequence as serial does."""
+        if layers is None:
+            y, _, _ = layer_fwd(model, params, state, x, key=key, train=train)
+            return [(x, y)]
+        keys = (None,) * len(layers) if key is None else tuple(jax.random.split(key, len(layers)))
+        pairs = []
+        for layer, p, s, k in zip(layers, params, state, keys, strict=True):
+            y, _ = layer.apply(p, s, x, key=k, train=train)
+            pairs.append((x, y))
+            x = y
+        return pairs
+
+    def run(params, state, opt_state, x, y, key):
+        (value, _), grads = vg(params, state, x, y, key=key, train=train)
+        out = {
+            "loss": value,
+            "grad_norms": jax.tree.map(_norm, grads),
+            "param_norms": jax.tree.map(_norm, params),
+            "global_grad_norm": jnp.sqrt(sum((_norm(g).astype(jnp.float32) ** 2
+                                              for g in jax.tree.leaves(grads)), jnp.zeros((), jnp.float32))),
+            "layers": [_output_stats(a, b) for a, b in outputs(params, state, x, key)],
+        }
+        if optimizer is not None:
+            updates, _ = optimizer.update(grads, opt_state, params)
+            out["update_norms"] = jax.tree.map(_norm, updates)
+        return out
+
+    return jax.jit(run)
+
+
+def _to_float(tree):
+    return jax.tree.map(lambda a: float(a), jax.device_get(tree))
+
+
+def _combined(norms) -> float | None:
+    leaves = jax.tree.leaves(norms)
+    return math.sqrt(sum(v * v for v in leaves)) if leaves else None
+
+
+def layer_report(model: Layer, loss: Loss, params, state, x, y, *, optimizer: Optimizer | None = None,
+                 opt_state=None, key: jax.Array | None = None, train: bool = False,
+                 grad_mode: str = "autodiff") -> Report:
+    """Per-layer gradient, update and activation statistics of `model` on one batch.
+
+    Args:
+      model: the Layer (a ``serial``, or a model from ``fnn.models``).
+      loss: the Loss the gradient is taken of.
+      params, state: the model's parameters and state (e.g. ``ts.params, ts.state``).
+      x: (N, ...) probe inputs; y: (N, ...) targets.
+      optimizer: if given, the update this optimizer would make from `opt_state` (default:
+        a fresh ``optimizer.init(params)``) gives ``update_ratio``; nothing is changed.
+      opt_state: the optimizer state (e.g. ``ts.opt_state``).
+      key: PRNG key for stochastic layers; needed with ``train=True`` and Dropout.
+      train: run the layers in training mode (Dropout on, BatchNorm on batch statistics).
+      grad_mode: "autodiff" (default), "manual" or "custom_vjp" (see ``fnn.backprop``).
+
+    Returns:
+      A ``Report``; ``format_report`` prints it.
+    """
+    check_choice("layer_report", "grad_mode", grad_mode, MODES)
+    layers = _layers_of(model, params)
+    if optimizer is not None and opt_state is None:
+        opt_state = optimizer.init(params)
+    raw = _stats_fn(model, loss, optimizer, grad_mode, bool(train), layers)(
+        params, state, opt_state, jnp.asarray(x), jnp.asarray(y), key)
+    raw = jax.device_get(raw)
+    grad_norms = _to_float(raw["grad_norms"])
+    param_norms = _to_float(raw["param_norms"])
+    update_norms = _to_float(raw["update_norms"]) if optimizer is not None else None
+
+    per_layer = list(params) if layers is not None else [params]
+    per_grad = list(grad_norms) if layers is not None else [grad_norms]
+    per_param = list(param_norms) if layers is not None else [param_norms]
+    per_update = None
+    if update_norms is not None:
+        per_update = list(update_norms) if layers is not None else [update_norms]
+    stats = []
+    for i, st in enumerate(raw["layers"]):
+        name = layers[i].name if layers is not None else model.name
+        num = int(sum(np.size(a) for a in jax.tree.leaves(per_layer[i])))
+        kind = _kind_from_name(name) if layers is not None else None
+        if kind is None and num == 0 and st is not None and layers is not None:
+            kind = next((k for k in ACTIVATION_KINDS if bool(st.get(f"is_{k}", False))), None)
+        if kind is None:
+            kind = "params" if num else "other"
+        gn, pn = (_combined(per_grad[i]), _combined(per_param[i])) if num else (None, None)
+        ratio = None
+        if num and per_update is not None:
+            un = _combined(per_update[i])
+            ratio = un / pn if pn else (math.inf if un else 0.0)
+        sat = None
+        if kind in ("sigmoid", "tanh") and st is not None:
+            sat = float(st[f"sat_{kind}"])
+        stats.append(LayerStats(
+            index=i, name=name, kind=kind, num_params=num, grad_norm=gn, param_norm=pn, update_ratio=ratio,
+            act_mean=None if st is None else float(st["mean"]),
+            act_std=None if st is None else float(st["std"]),
+            dead_fraction=float(st["dead"]) if kind == "relu" and st is not None else None,
+            saturated_fraction=sat))
+    return Report(tuple(stats), grad_norms, param_norms, update_norms, float(raw["loss"]),
+                  float(raw["global_grad_norm"]))
+
+
+def format_report(report: Report, *, verdicts: bool = True) -> str:
+    """The report as a fixed-width table, one row per layer, then the detectors' verdicts."""
+    def num(v, fmt, width):
+        return f"{'-':>{width}}" if v is None else format(v, f">{width}{fmt}")
+
+    def pct(v):
+        return f"{'-':>6}" if v is None else f"{100 * v:>5.1f}%"
+
+    width = max([len(s.name) for s in report.layers] + [5])
+    lines = [f"{'#':>3}  {'layer':<{width}}  {'params':>8}  {'grad_norm':>9}  {'param_norm':>10}  "
+             f"{'upd/param':>9}  {'act_mean':>9}  {'act_std':>9}  {'dead':>6}  {'satur':>6}"]
+    for s in report.layers:
+        lines.append(f"{s.index:>3}  {s.name:<{width}}  {s.num_params:>8}  {num(s.grad_norm, '.2e', 9)}  "
+                     f"{num(s.param_norm, '.2e', 10)}  {num(s.update_ratio, '.1e', 9)}  "
+                     f"{num(s.act_mean, '.3g', 9)}  {num(s.act_std, '.3g', 9)}  {pct(s.dead_fraction)}  "
+                     f"{pct(s.saturated_fraction)}")
+    lines.append(f"loss {report.loss:.4g}, global gradient norm {report.global_grad_norm:.3e}")
+    if verdicts:
+        for v in (detect_vanishing(report), detect_dead_units(report), detect_saturation(report)):
+            lines.append(("WARNING: " if v.detected else "ok: ") + v.message)
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------
+# Detectors
+
+
+def detect_vanishing(report: Report, *, ratio: float = VANISHING_RATIO) -> Verdict:
+    """Vanishing gradients: the first layer with parameters gets a gradient norm below
+    ``ratio`` (default 1e-3) times the last one's.
+
+    A healthy network keeps these within one or two orders of magnitude; a deep sigmoid net
+    with a small init loses a factor of at least 4 (σ' ≤ 1/4) times ‖W‖ per layer.
+    """
+    layers = [s for s in report.layers if s.grad_norm is not None]
+    if len(layers) < 2:
+        return Verdict(False, "vanishing gradients: needs two layers with parameters to compare", None, ratio)
+    first, last = layers[0], layers[-1]
+    if not (math.isfinite(first.grad_norm) and math.isfinite(last.grad_norm)):
+        return Verdict(False, "vanishing gradients: non-finite gradient norms (see detect_exploding)",
+                       None, ratio)
+    if last.grad_norm == 0.0:
+        return Verdict(False, f"vanishing gradients: the last layer [{last.index}] {last.name} has a zero "
+                              f"gradient, nothing to compare with", None, ratio)
+    r = first.grad_norm / last.grad_norm
+    detected = r < ratio
+    verb = "VANISHING gradients" if detected else "no vanishing gradients"
+    return Verdict(detected, f"{verb}: first layer [{first.index}] {first.name} gradient norm "
+                             f"{first.grad_norm:.2e} is {r:.2e} x the last layer's "
+                             f"[{last.index}] {last.name} {last.grad_norm:.2e} (threshold {ratio:.0e})",
+                   r, ratio)
+
+
+def _series(obj) -> tuple[list[float], list[float], str | None]:
+    """(grad norms, losses, stop reason) from the many things detect_exploding accepts."""
+    if isinstance(obj, OverfitResult):
+        return list(map(float, obj.grad_norms)), list(map(float, obj.losses)), None
+    if isinstance(obj, Recorder):
+        obj = obj.records
+    if hasattr(obj, "records") and hasattr(obj, "stop_reason"):  # fnn.train.History
+        recs = obj.records
+        return ([r.get("grad_norm") for r in recs if r.get("grad_norm") is not None],
+                [r.get("train_loss") for r in recs if r.get("train_loss") is not None], obj.stop_reason)
+    if isinstance(obj, dict):
+        return list(map(float, obj.get("grad_norm", []))), list(map(float, obj.get("loss", []))), None
+    obj = list(obj)
+    if obj and isinstance(obj[0], Record):
+        return ([r.report.global_grad_norm for r in obj], [r.report.loss for r in obj], None)
+    if obj and isinstance(obj[0], Report):
+        return [r.global_grad_norm for r in obj], [r.loss for r in obj], None
+    return [float(v) for v in np.ravel(np.asarray(obj, dtype=np.float64))], [], None
+
+
+def detect_exploding(history_or_norms, *, growth: float = EXPLODING_GROWTH,
+                     loss_spike: float = LOSS_SPIKE) -> Verdict:
+    """Exploding gradients or divergence over training.
+
+    Flagged when any of: a NaN/Inf gradient norm or loss (or ``fit`` stopped on one, as its
+    ``History.stop_reason`` says); the gradient norm rises above ``growth`` (default 100)
+    times its first value; the loss rises above ``loss_spike`` (default 10) times its first
+    value.
+
+    Args:
+      history_or_norms: a ``fnn.train.History`` (per-epoch ``grad_norm`` and ``train_loss``),
+        a ``Recorder`` or its records, an ``OverfitResult`` (per step), a dict with
+        ``"grad_norm"`` and/or ``"loss"`` lists, or a sequence of gradient norms.
+      growth: the gradient-norm growth factor threshold.
+      loss_spike: the loss growth factor threshold.
+    """
+    norms, losses_, stop = _series(history_or_norms)
+    reasons, value = [], None
+    if stop is not None and ("NaN" in stop or "non-finite" in stop):
+        reasons.append(f"training stopped on a non-finite value ({stop.split(';')[0]})")
+    bad = [i for i, v in enumerate(norms) if not math.isfinite(v)]
+    bad_loss = [i for i, v in enumerate(losses_) if not math.isfinite(v)]
+    if bad or bad_loss:
+        first = min(bad + bad_loss)
+        reasons.append(f"non-finite gradient norm or loss at record {first}")
+    finite = [v for v in norms if math.isfinite(v)]
+    if finite and finite[0] > 0:
+        value = max(finite) / finite[0]
+        if value > growth:
+            reasons.append(f"gradient norm grew {value:.3g}x (from {finite[0]:.3g} to {max(finite):.3g}; "
+                           f"threshold {growth:g}x)")
+    fl = [v for v in losses_ if math.isfinite(v)]
+    if fl and fl[0] > 0 and max(fl) > loss_spike * fl[0]:
+        reasons.append(f"loss spiked to {max(fl):.3g}, {max(fl) / fl[0]:.3g}x its first value "
+                       f"{fl[0]:.3g} (threshold {loss_spike:g}x)")
+    if reasons:
+        return Verdict(True, "EXPLODING: " + "; ".join(reasons), value, growth)
+    if not norms and not losses_:
+        return Verdict(False, "exploding gradients: nothing recorded", None, growth)
+    growth_txt = (f"gradient norm growth {value:.3g}x <= {growth:g}x" if value is not None
+                  else "no gradient norms")
+    return Verdict(False, f"no exploding gradients: {growth_txt}, all values finite, no loss spike "
+                          f"over {loss_spike:g}x", value, growth)
+
+
+def detect_dead_units(report: Report, *, fraction: float = DEAD_FRACTION) -> Verdict:
+    """Dead ReLUs: some ReLU layer has more than ``fraction`` (default 50%) of its units
+    outputting 0 for every example of the probe batch (they get no gradient, so they stay dead)."""
+    relus = [s for s in report.layers if s.dead_fraction is not None]
+    if not relus:
+        return Verdict(False, "dead units: no ReLU layer", None, fraction)
+    worst = max(relus, key=lambda s: s.dead_fraction)
+    detected = worst.dead_fraction > fraction
+    verb = "DEAD units" if detected else "no dead-unit problem"
+    return Verdict(detected, f"{verb}: at most {100 * worst.dead_fraction:.1f}% dead units "
+                             f"(layer [{worst.index}] {worst.name}; threshold {100 * fraction:.0f}%)",
+                   worst.dead_fraction, fraction)
+
+
+def detect_saturation(report: Report, *, fraction: float = SATURATION_FRACTION) -> Verdict:
+    """Saturated sigmoid/tanh: some such layer has more than ``fraction`` (default 50%) of its
+    outputs in the flat region (see ``LayerStats.saturated_fraction``)."""
+    layers = [s for s in report.layers if s.saturated_fraction is not None]
+    if not layers:
+        return Verdict(False, "saturation: no sigmoid or tanh layer", None, fraction)
+    worst = max(layers, key=lambda s: s.saturated_fraction)
+    detected = worst.saturated_fraction > fraction
+    verb = "SATURATED units" if detected else "no saturation problem"
+    return Verdict(detected, f"{verb}: at most {100 * worst.saturated_fraction:.1f}% saturated outputs "
+                             f"(layer [{worst.index}] {worst.name}; threshold {100 * fraction:.0f}%)",
+                   worst.saturated_fraction, fraction)
+
+
+# ----------------------------------------------------------------------------------------
+# Overfitting one batch
+
+
+class OverfitResult(NamedTuple):
+    """What ``overfit_one_batch`` measured.
+
+    Attributes:
+      passed: the final loss is finite and ``|final_loss| <= threshold``.
+      losses: (steps,) loss before each update; grad_norms: (steps,) gradient norms.
+      final_loss: the loss after the last update (evaluation mode).
+      initial_loss: ``losses[0]``.
+      threshold: the pass threshold used.
+      message: a one-line verdict.
+    """
+
+    passed: bool
+    losses: np.ndarray
+    grad_norms: np.ndarray
+    final_loss: float
+    initial_loss: float
+    threshold: float
+    message: str
+
+    def __bool__(self) -> bool:
+        return bool(self.passed)
+
+
+@functools.lru_cache(maxsize=16)
+def _overfit_fn(model, loss, optimizer, grad_mode, steps):
+    from fnn.train import train_step  # fnn.train imports much; keep diagnostics light to import
+
+    step = train_step(model, loss, optimizer, grad_mode=grad_mode)
+
+    def run(ts, x, y):
+        def body(ts, _):
+            ts, m = step(ts, x, y)
+            return ts, (m["loss"], m["grad_norm"])
+
+        ts, (losses_, norms) = jax.lax.scan(body, ts, None, length=steps)
+        pred, _ = model.apply(ts.params, ts.state, x, train=False)
+        return losses_, norms, loss.value(pred, y)
+
+    return jax.jit(run)
+
+
+def overfit_one_batch(model: Layer, loss: Loss, optimizer: Optimizer, x, y, *, key: jax.Array,
+                      steps: int = 300, threshold: float | None = None,
+                      grad_mode: str = "autodiff") -> OverfitResult:
+    """Train on one small batch only, and check that the loss goes (near) zero.
+
+    A correct model with enough capacity memorizes a few examples; when it cannot, something
+    is broken (a wrong gradient, a layer that does not learn, a loss with the wrong sign, a
+    degenerate init). Run it before any long training (Karpathy's "overfit one batch").
+
+    Args:
+      model, loss, optimizer: as for ``fit``.
+      x: (N, ...) a small batch (8 to 64 examples); y: (N, ...) its targets.
+      key: PRNG key for the init (and dropout).
+      steps: number of full-batch updates (one compiled ``lax.scan``).
+      threshold: pass when the final loss ``|L|`` is at most this; default
+        ``OVERFIT_FRACTION`` (1e-2) times the initial loss.
+      grad_mode: as in ``fnn.train.train_step`` ("autodiff" by default).
+
+    Returns:
+      An ``OverfitResult`` (truthy when it passed) with the per-step loss curve.
+    """
+    from fnn.train import init_train_state
+
+    steps = check_positive_int("overfit_one_batch", "steps", steps)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    ts = init_train_state(model, optimizer, x.shape[1:], key)
+    losses_, norms, final = jax.device_get(_overfit_fn(model, loss, optimizer, grad_mode, steps)(ts, x, y))
+    losses_, norms, final = np.asarray(losses_, np.float64), np.asarray(norms, np.float64), float(final)
+    initial = float(losses_[0])
+    thr = float(threshold) if threshold is not None else OVERFIT_FRACTION * abs(initial)
+    passed = bool(math.isfinite(final) and abs(final) <= thr)
+    how = "PASSED" if passed else "FAILED"
+    hint = "" if passed else (" - the model cannot memorize one batch: check the gradient (sign, "
+                              "layers that do not learn), the init and the learning rate")
+    msg = (f"overfit one batch {how}: loss {initial:.4g} -> {final:.4g} after {steps} steps on "
+           f"{x.shape[0]} examples (threshold {thr:.3g}){hint}")
+    return OverfitResult(passed, losses_, norms, final, initial, thr, msg)
+
+
+# ----------------------------------------------------------------------------------------
+# Recording during fit
+
+
+class Record(NamedTuple):
+    """One recorded report: after `epoch` (0 = before training), at global `step`."""
+
+    epoch: int
+    step: int
+    report: Report
+
+
+class Recorder:
+    """A ``fit`` callback: ``layer_report`` on a fixed probe batch at the end of every N-th epoch.
+
+    Use ``diagnostics.recorder(...)`` to make one, pass it in ``fit(..., callbacks=[rec])``,
+    then read ``rec.records`` (a list of ``Record``), ``rec.grad_norms()`` or plot them with
+    ``fnn.plot.plot_grad_norms(rec, path)``. Call ``rec(0, ts)`` yourself on the initial
+    TrainState to record the start. The statistics are computed (and copied to the host)
+    inside the callback, before ``fit`` donates the buffers to the next epoch.
+    """
+
+    def __init__(self, model: Layer, loss: Loss, x_probe, y_probe, *, every: int = 1,
+                 optimizer: Optimizer | None = None, grad_mode: str = "autodiff"):
+        self.model, self.loss, self.optimizer, self.grad_mode = model, loss, optimizer, grad_mode
+        self.every = check_positive_int("recorder", "every", every)
+        check_choice("recorder", "grad_mode", grad_mode, MODES)
+        self.x_probe, self.y_probe = jnp.asarray(x_probe), jnp.asarray(y_probe)
+        self.records: list[Record] = []
+        self.__name__ = "diagnostics.recorder"
+
+    def __call__(self, epoch: int, train_state, record: dict | None = None) -> None:
+        if epoch % self.every:
+            return None
+        rep = layer_report(self.model, self.loss, train_state.params, train_state.state, self.x_probe,
+                           self.y_probe, optimizer=self.optimizer,
+                           opt_state=train_state.opt_state if self.optimizer is not None else None,
+                           grad_mode=self.grad_mode)
+        self.records.append(Record(int(epoch), int(train_state.step), rep))
+        return None
+
+    def grad_norms(self) -> dict[str, list[float]]:
+        """Per layer with parameters (``"[i] name"``): its gradient norm at each record."""
+        out: dict[str, list[float]] = {}
+        for r in self.records:
+            for s in r.report.layers:
+                if s.grad_norm is not None:
+                    out.setdefault(f"[{s.index}] {s.name}", []).append(s.grad_norm)
+        return out
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __repr__(self) -> str:
+        return f"Recorder(every={self.every}, {len(self.records)} records)"
+
+
+def recorder(model: Layer, loss: Loss, x_probe, y_probe, *, every: int = 1,
+             optimizer: Optimizer | None = None, grad_mode: str = "autodiff") -> Recorder:
+    """A ``fit`` callback recording ``layer_report`` on (x_probe, y_probe) every `every` epochs.
+
+    Args:
+      model, loss: as given to ``fit``.
+      x_probe: (N, ...) a fixed probe batch (a few hundred examples); y_probe: its targets.
+      every: record after epochs every, 2·every, ...
+      optimizer: pass ``fit``'s optimizer to also record update/parameter ratios (computed
+        from the TrainState's optimizer state; nothing is changed).
+      grad_mode: gradient mode of the report ("autodiff" by default).
+
+    Example::
+
+        rec = diagnostics.recorder(model, loss, x_val[:256], y_val[:256], every=1)
+        ts, history = fit(model, loss, opt, data, epochs=5, batch_size=128, key=key, callbacks=[rec])
+        fnn.plot.plot_grad_norms(rec, "grad_norms.png")
+    """
+    return Recorder(model, loss, x_probe, y_probe, every=every, optimizer=optimizer, grad_mode=grad_mode)
+
+
+def records_to_series(records) -> tuple[list[int], dict[str, list[float]], dict[str, list[float]]]:
+    """(x axis, grad norms per layer, update ratios per layer) from a Recorder, a list of
+    ``Record`` or a list of ``Report`` (x = record index then); layers without parameters are left out."""
+    if isinstance(records, Recorder):
+        records = records.records
+    records = list(records)
+    xs, grads, ratios = [], {}, {}
+    for i, r in enumerate(records):
+        rep = r.report if isinstance(r, Record) else r
+        xs.append(r.epoch if isinstance(r, Record) else i)
+        for s in rep.layers:
+            if s.grad_norm is None:
+                continue
+            label = f"[{s.index}] {s.name}"
+            grads.setdefault(label, []).append(s.grad_norm)
+            if s.update_ratio is not None:
+                ratios.setdefault(label, []).append(s.update_ratio)
+    return xs, grads, ratios
+
+
+__all__ = [
+    "VANISHING_RATIO", "EXPLODING_GROWTH", "LOSS_SPIKE", "DEAD_FRACTION", "SATURATION_FRACTION",
+    "TANH_SATURATION", "SIGMOID_SATURATION", "OVERFIT_FRACTION",
+    "LayerStats", "Report", "Verdict", "OverfitResult", "Record", "Recorder",
+    "sublayers", "layer_report", "format_report", "detect_vanishing", "detect_exploding",
+    "detect_dead_units", "detect_saturation", "overfit_one_batch", "recorder", "records_to_series",
+]
