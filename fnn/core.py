@@ -151,6 +151,34 @@ def check_finite(name: str, what: str, x: Any) -> None:
         raise ValueError(f"{name}: {what} contains NaN or Inf")
 
 
+def check_nonempty(name: str, what: str, x: Any) -> None:
+    """Refuse an array with no elements (an empty batch): a mean over nothing is not a number."""
+    if np.size(x) == 0:
+        raise ValueError(f"{name}: got an empty batch, {what} of shape {fmt_shape(np.shape(x))}")
+
+
+def _fmt_any(shape: Sequence[int | None]) -> str:
+    return fmt_shape(tuple("?" if d is None else d for d in shape))
+
+
+def check_params(name: str, what: str, tree: Any, expected: dict[str, Sequence[int | None]]) -> None:
+    """Check a leaf layer's params (or state): a dict with exactly `expected`'s keys and shapes.
+
+    None in an expected shape matches any size. Catches params made by another layer or
+    model (a different width or kernel), which would otherwise run with their own shapes.
+    """
+    got = {k: tuple(np.shape(v)) for k, v in tree.items()} if isinstance(tree, dict) else None
+    ok = got is not None and set(got) == set(expected) and all(
+        len(got[k]) == len(e) and all(d is None or d == s for d, s in zip(e, got[k], strict=True))
+        for k, e in expected.items())
+    if not ok:
+        want = "{" + ", ".join(f"{k!r}: {_fmt_any(e)}" for k, e in expected.items()) + "}"
+        have = type(tree).__name__ if got is None else \
+            "{" + ", ".join(f"{k!r}: {fmt_shape(s)}" for k, s in got.items()) + "}"
+        raise ValueError(f"{name}: expected {what} of shapes {want}, got {have} "
+                         f"(were they made by this layer's init?)")
+
+
 def check_tree_match(name: str, what: str, expected: Any, got: Any) -> None:
     """Check that two pytrees have the same structure and leaf shapes."""
     es, gs = jax.tree.structure(expected), jax.tree.structure(got)
@@ -201,6 +229,9 @@ def check_key(name: str, key: Any, train: bool) -> None:
     if train and key is None:
         raise ValueError(f"{name}: a PRNG key is required when train=True "
                          f"(pass key=jax.random.key(seed) to apply)")
+    if train and not hasattr(key, "dtype"):
+        raise ValueError(f"{name}: key must be a PRNG key (jax.random.key(seed)), "
+                         f"got {type(key).__name__} {key!r}")
 
 
 def promote(*arrays):

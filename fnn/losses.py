@@ -14,7 +14,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn.core import Loss, check_float, check_range, check_same_shape, fmt_shape, is_concrete, promote
+from fnn.core import (
+    Loss,
+    check_float,
+    check_nonempty,
+    check_range,
+    check_same_shape,
+    fmt_shape,
+    is_concrete,
+    promote,
+)
 
 # PyTorch's BCELoss clamps log terms at -100 so that p = 0 or 1 gives a finite loss; so do we.
 _LOG_FLOOR = -100.0
@@ -28,16 +37,23 @@ def _size(x):
 # Elementwise regression losses
 
 
+def _check_regression(name, pred, target):
+    """Same shapes, a floating pred (uint8 differences wrap around) and at least one element."""
+    check_same_shape(name, pred, target)
+    check_float(name, "pred", pred)
+    check_nonempty(name, "pred", pred)
+
+
 def _mse_value(pred, target):
     """mean((pred − target)²) over all elements. pred, target: same shape."""
-    check_same_shape("mse", pred, target)
+    _check_regression("mse", pred, target)
     pred, target = promote(pred, target)
     return jnp.mean((pred - target) ** 2)
 
 
 def _mse_backward(pred, target):
     """d/dpred = 2(pred − target)/size."""
-    check_same_shape("mse", pred, target)
+    _check_regression("mse", pred, target)
     p, t = promote(pred, target)
     return (2 * (p - t) / _size(p)).astype(pred.dtype)
 
@@ -47,14 +63,14 @@ mse = Loss("mse", _mse_value, _mse_backward)
 
 def _mae_value(pred, target):
     """mean|pred − target| over all elements."""
-    check_same_shape("mae", pred, target)
+    _check_regression("mae", pred, target)
     pred, target = promote(pred, target)
     return jnp.mean(jnp.abs(pred - target))
 
 
 def _mae_backward(pred, target):
     """d/dpred = sign(pred − target)/size (0 where they are equal, as autodiff of |·|)."""
-    check_same_shape("mae", pred, target)
+    _check_regression("mae", pred, target)
     p, t = promote(pred, target)
     return (jnp.sign(p - t) / _size(p)).astype(pred.dtype)
 
@@ -69,6 +85,7 @@ mae = Loss("mae", _mae_value, _mae_backward)
 def _check_binary(name, pred, target):
     check_same_shape(name, pred, target)
     check_float(name, "pred", pred)
+    check_nonempty(name, "pred", pred)
     if is_concrete(target):
         t = np.asarray(target)
         if t.size and (np.min(t) < 0 or np.max(t) > 1):
@@ -124,6 +141,7 @@ def _targets(name, scores, labels):
     if len(s_shape) != 2:
         raise ValueError(f"{name}: expected pred of shape (N, M), got {fmt_shape(s_shape)}")
     n, m = s_shape
+    check_nonempty(name, "pred", scores)
     labels_dtype = labels.dtype if hasattr(labels, "dtype") else np.asarray(labels).dtype
     if jnp.issubdtype(labels_dtype, jnp.integer):
         if l_shape != (n,):
@@ -206,6 +224,7 @@ def triplet_margin(margin: float = 1.0, p: float = 2.0, eps: float = 1e-6) -> Lo
             check_same_shape(name, a, arr, ("anchor", what))
         if len(np.shape(a)) != 2:
             raise ValueError(f"{name}: expected embeddings of shape (N, D), got {fmt_shape(np.shape(a))}")
+        check_nonempty(name, "anchor", a)
         return a, pos, neg
 
     def _dist(diff):

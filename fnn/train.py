@@ -37,6 +37,7 @@ import math
 import os
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,6 +56,7 @@ from fnn.core import (
     check_choice,
     check_float,
     check_positive_int,
+    check_tree_match,
     fmt_shape,
     layer_bwd,
     layer_fwd,
@@ -308,6 +310,7 @@ def evaluate(model: Layer, loss: Loss, params, state, x, y, *, batch_size: int =
     name = "evaluate"
     x, y = _check_xy(name, "data", x, y)
     batch_size = min(check_positive_int(name, "batch_size", batch_size), len(x))
+    labels = y
     n = len(x)
     steps = -(-n // batch_size)
     pad = steps * batch_size - n
@@ -319,6 +322,8 @@ def evaluate(model: Layer, loss: Loss, params, state, x, y, *, batch_size: int =
     xb = x.reshape((steps, batch_size) + x.shape[1:])
     yb = y.reshape((steps, batch_size) + y.shape[1:])
     loss_sum, conf = _eval_fn(model, loss)(params, state, xb, yb, mask.reshape(steps, batch_size))
+    if conf is not None:  # out-of-range labels would have been dropped, negative ones wrapped around
+        _check_labels(name, "data", labels, (None, conf.shape[0]))
     result = {"loss": float(loss_sum) / n, "accuracy": None, "confusion": None, "num_examples": n}
     if conf is not None:
         conf = np.asarray(conf).astype(np.int64)
@@ -536,12 +541,17 @@ class _Acc(NamedTuple):
     bad: jax.Array         # a non-finite loss or gradient was seen
     first_bad: jax.Array   # index of the first bad step in the epoch, -1 if none
     i: jax.Array           # steps seen
+    bad_what: jax.Array    # the first non-finite quantity: 0 none, 1 loss, 2 gradient, 3 parameters
+
+
+_BAD_WHAT = {1: "loss", 2: "gradient", 3: "parameters (after the update)"}
 
 
 def _acc0() -> _Acc:
     f, i32 = default_float(), jnp.int32
     return _Acc(jnp.zeros((), f), jnp.zeros((), i32), jnp.zeros((), i32), jnp.zeros((), f),
-                jnp.zeros((), i32), jnp.zeros((), jnp.bool_), jnp.full((), -1, i32), jnp.zeros((), i32))
+                jnp.zeros((), i32), jnp.zeros((), jnp.bool_), jnp.full((), -1, i32), jnp.zeros((), i32),
+                jnp.zeros((), i32))
 
 
 def _make_body(step: Callable, use_mask: bool) -> Callable:
@@ -555,6 +565,8 @@ def _make_body(step: Callable, use_mask: bool) -> Callable:
         x, y, mask = batch
         ts, m = step(ts, x, y, mask if use_mask else None, lr_scale)
         ok = m["finite"] & ~acc.bad
+        first = ~acc.bad & ~m["finite"]
+        what = jnp.where(jnp.isfinite(m["loss"]) & ~jnp.isfinite(m["grad_norm"]), 2, 1)
         f = acc.loss.dtype
         acc = _Acc(
             loss=acc.loss + jnp.where(ok, m["loss"].astype(f) * m["count"].astype(f), 0.0).astype(f),
@@ -563,8 +575,9 @@ def _make_body(step: Callable, use_mask: bool) -> Callable:
             grad_norm=acc.grad_norm + jnp.where(ok, m["grad_norm"].astype(f), 0.0).astype(f),
             steps=acc.steps + ok.astype(jnp.int32),
             bad=acc.bad | ~m["finite"],
-            first_bad=jnp.where(~acc.bad & ~m["finite"], acc.i, acc.first_bad),
-            i=acc.i + 1)
+            first_bad=jnp.where(first, acc.i, acc.first_bad),
+            i=acc.i + 1,
+            bad_what=jnp.where(first, what, acc.bad_what).astype(jnp.int32))
         return (ts, acc), None
 
     return body
@@ -573,13 +586,15 @@ def _make_body(step: Callable, use_mask: bool) -> Callable:
 def _finish(ts: TrainState, acc: _Acc) -> _Acc:
     """A step may leave non-finite parameters behind a finite loss: flag the epoch's last step."""
     params_ok = _tree_all_finite(ts.params)
-    first_bad = jnp.where(~acc.bad & ~params_ok, acc.i - 1, acc.first_bad)
-    return acc._replace(bad=acc.bad | ~params_ok, first_bad=first_bad)
+    first = ~acc.bad & ~params_ok
+    return acc._replace(bad=acc.bad | ~params_ok, first_bad=jnp.where(first, acc.i - 1, acc.first_bad),
+                        bad_what=jnp.where(first, 3, acc.bad_what).astype(jnp.int32))
 
 
 class _Programs(NamedTuple):
     epoch: Callable   # (ts, x, y, lr_scale) -> (ts, acc): one fused epoch, ts donated
     step: Callable    # ((ts, acc), (x, y, mask), lr_scale) -> (ts, acc): one step, carry donated
+    raw_step: Callable  # train_step itself, not jitted (debug_nans re-runs a bad step eagerly)
 
 
 @functools.lru_cache(maxsize=32)
@@ -597,7 +612,7 @@ def _programs(model, loss, optimizer, penalty, mode, batch_size, remainder) -> _
     def step_fn(carry, batch, lr_scale):
         return body(carry, batch, lr_scale)[0]
 
-    return _Programs(jax.jit(epoch_fn, donate_argnums=0), jax.jit(step_fn, donate_argnums=0))
+    return _Programs(jax.jit(epoch_fn, donate_argnums=0), jax.jit(step_fn, donate_argnums=0), step)
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -620,6 +635,20 @@ def _copy_tree(tree):
     return jax.tree.map(copy, tree)
 
 
+def _locate_nonfinite(step: Callable, ts: TrainState, batch, use_mask: bool, lr_scale) -> str:
+    """Re-run one step eagerly under jax.debug_nans/debug_infs: the first primitive making a NaN/Inf."""
+    x, y, mask = (jnp.asarray(a) for a in batch)
+    try:
+        with jax.debug_nans(True), jax.debug_infs(True):
+            jax.block_until_ready(step(ts, x, y, mask if use_mask else None, lr_scale))
+    except FloatingPointError as e:
+        frames = [f for f in traceback.extract_tb(e.__traceback__)
+                  if f"{os.sep}jax{os.sep}" not in f.filename and f"{os.sep}jaxlib{os.sep}" not in f.filename]
+        where = f" at {frames[-1].filename}:{frames[-1].lineno} ({frames[-1].name})" if frames else ""
+        return f"jax.debug_nans: {str(e).splitlines()[0]}{where}"
+    return "jax.debug_nans: re-running the step eagerly produced no NaN/Inf"
+
+
 def _lr(learning_rate, step_count: int, scale: float):
     if learning_rate is None:
         return None
@@ -640,7 +669,7 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
         callbacks: Sequence[Callable] = (), progress: bool = True,
         checkpoint_dir: str | os.PathLike | None = None, resume: bool = True, remainder: str = "drop",
         learning_rate=None, train_state: TrainState | None = None, eval_batch_size: int = 1000,
-        ) -> tuple[TrainState, History]:
+        debug_nans: bool = False) -> tuple[TrainState, History]:
     """Train `model` on `train_data` for `epochs` epochs.
 
     Each epoch draws a fresh permutation from the TrainState key and runs N // batch_size
@@ -662,9 +691,10 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
     `val_data`.
 
     If the loss or a gradient becomes NaN/Inf (or the parameters do), training stops after
-    that epoch with a RuntimeWarning naming the epoch and step, ``History.stop_reason`` says
-    the same, and the returned TrainState is the one from the end of the previous epoch
-    (the last good one; the bad epoch is not recorded in History).
+    that epoch with a RuntimeWarning naming the epoch, the step and the first non-finite
+    quantity (loss, gradient or parameters), ``History.stop_reason`` says the same, and the
+    returned TrainState is the one from the end of the previous epoch (the last good one;
+    the bad epoch is not recorded in History, and the checkpoint on disk is that epoch's).
 
     Args:
       model: the Layer to train.
@@ -698,14 +728,21 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
         log ``History.lr``; None logs the plateau scale alone (``lr`` stays None).
       train_state: start from this TrainState instead of initializing from `key`.
       eval_batch_size: batch size of the validation pass.
+      debug_nans: look for NaN/Inf after every step rather than every epoch: runs the
+        per-step loop (``fused`` is ignored) and stops at the first bad step, then re-runs
+        that step eagerly under ``jax.debug_nans``/``jax.debug_infs`` and adds the first
+        primitive that produced a NaN/Inf (and its source line) to the warning and
+        ``stop_reason``. The returned state is the same as without it. Slower: for debugging.
+        (Turning ``jax_debug_nans`` on around a fused ``fit`` instead raises an internal error
+        from the compiled epoch and loses the state.)
 
     Returns:
       ``(train_state, history)``.
 
     Raises:
       ValueError: integer x (convert to float first), NaN/Inf in x, x and y of different
-        lengths, labels outside the model's classes, batch_size > N, bad arguments, or a
-        checkpoint that does not match the model and optimizer.
+        lengths, labels outside the model's classes, batch_size > N, bad arguments, a
+        `train_state` or a checkpoint that does not match the model and optimizer.
     """
     name = "fit"
     epochs = check_positive_int(name, "epochs", epochs)
@@ -727,6 +764,13 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
     key = _as_key(name, key)
 
     ts = train_state if train_state is not None else init_train_state(model, optimizer, x.shape[1:], key)
+    if train_state is not None:
+        _, params_like, state_like = jax.eval_shape(lambda k: model.init(k, tuple(x.shape[1:])), key)
+        check_tree_match(name, "train_state.params", params_like, ts.params)
+        check_tree_match(name, "train_state.state", state_like, ts.state)
+        opt_like = jax.eval_shape(optimizer.init, ts.params)
+        check_tree_match(name, "train_state.opt_state", opt_like, ts.opt_state)
+    fused = fused and not debug_nans
     out_shape = jax.eval_shape(lambda p, s, xx: model.apply(p, s, xx)[0], ts.params, ts.state,
                                jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype)).shape
     _check_labels(name, "train_data", y, out_shape)
@@ -787,6 +831,7 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
             scale = float(plateau_state.scale) if plateau_state is not None else 1.0
             scale_arr = plateau_state.scale.astype(default_float()) if plateau_state is not None else scale0
             backup = _copy_tree(ts)
+            located = None
             bar.epoch_start(epoch, epochs)
             t_epoch = time.perf_counter()
             if fused:
@@ -802,8 +847,14 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
                 mask_all = (np.arange(steps * batch_size) < n).astype(mask_dtype).reshape(steps, batch_size)
                 carry = (ts, _acc0())
                 for i in range(steps):
-                    carry = run_step(carry, (x_host[idx[i]], y_host[idx[i]], mask_all[i]), scale_arr)
+                    batch = (x_host[idx[i]], y_host[idx[i]], mask_all[i])
+                    before = _copy_tree(carry[0]) if debug_nans else None
+                    carry = run_step(carry, batch, scale_arr)
                     bar.update(1)
+                    if debug_nans and bool(finish(*carry).bad):
+                        located = _locate_nonfinite(programs.raw_step, before, batch, remainder == "pad",
+                                                    scale_arr)
+                        break
                 ts, acc = carry
                 acc = finish(ts, acc)
             acc = jax.device_get(jax.block_until_ready(acc))
@@ -811,10 +862,12 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
 
             if bool(acc.bad):
                 global_step = int(backup.step) + int(acc.first_bad) + 1
-                msg = (f"fit: non-finite loss or gradient (NaN/Inf) at epoch {epoch}, step "
-                       f"{int(acc.first_bad) + 1} of {steps} (global step {global_step}); stopped, and "
-                       f"kept the state from the end of epoch {epoch - 1} (the last good one). "
-                       f"Lower the learning rate, clip gradients, or check the data.")
+                msg = (f"fit: non-finite {_BAD_WHAT.get(int(acc.bad_what), 'value')} (NaN/Inf) at epoch "
+                       f"{epoch}, step {int(acc.first_bad) + 1} of {steps} (global step {global_step}); "
+                       f"stopped, and kept the state from the end of epoch {epoch - 1} (the last good one). "
+                       f"Lower the learning rate, clip gradients, or check the data"
+                       + (f". {located or ''}" if debug_nans else
+                          " (fit(..., debug_nans=True) finds the operation)") + ".")
                 ts = backup
                 history.stop_reason = msg
                 warnings.warn(msg, RuntimeWarning, stacklevel=2)

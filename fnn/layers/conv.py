@@ -11,7 +11,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from fnn.core import Layer, check_choice, check_float, check_positive_int, check_shape, fmt_shape, promote
+from fnn.core import (
+    Layer,
+    check_choice,
+    check_float,
+    check_params,
+    check_positive_int,
+    check_shape,
+    fmt_shape,
+    promote,
+)
 from fnn.init import he_normal
 
 PADDINGS = ("VALID", "SAME", "FULL")
@@ -163,6 +172,7 @@ def Conv(out_channels: int, kernel_size, *, strides=1, padding="VALID", dilation
     name = f"Conv{nd}D({', '.join(parts)})"
     k_eff = tuple((k - 1) * d + 1 for k, d in zip(kernel, dilation, strict=True))
     dims = _dims(nd)
+    param_shapes = {"w": (*kernel, None, out_channels), **({"b": (out_channels,)} if use_bias else {})}
 
     def _geometry(spatial):
         pads = _pads(spec, spatial, k_eff, strides)
@@ -191,6 +201,7 @@ def Conv(out_channels: int, kernel_size, *, strides=1, padding="VALID", dilation
 
     def apply(params, state, x, *, key=None, train=False):
         """x: (N, *S, C_in) -> y: (N, *O, C_out)."""
+        check_params(name, "params", params, param_shapes)
         _check_x(x, params["w"].shape[-2])
         pads, _ = _geometry(x.shape[1:-1])
         x, w = promote(x, params["w"])

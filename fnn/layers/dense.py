@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from fnn.core import Layer, check_input, check_positive_int, check_shape, promote
+from fnn.core import Layer, check_input, check_params, check_positive_int, check_shape, promote
 from fnn.init import glorot_uniform, zeros
 
 
@@ -21,6 +21,7 @@ def Dense(out_dim: int, w_init=glorot_uniform, b_init=zeros) -> Layer:
 
     def apply(params, state, x, *, key=None, train=False):
         """x: (N, D) -> y: (N, M)."""
+        check_params(name, "params", params, {"w": (None, out_dim), "b": (out_dim,)})
         check_input(name, x, (None, params["w"].shape[0]))
         x, w, b = promote(x, params["w"], params["b"])
         return x @ w + b[None], state
@@ -55,6 +56,7 @@ def Maxout(out_dim: int, pieces: int, w_init=glorot_uniform) -> Layer:
 
     def apply(params, state, x, *, key=None, train=False):
         """x: (N, D) -> y: (N, M)."""
+        check_params(name, "params", params, {"w": (None, out_dim, pieces), "b": (out_dim, pieces)})
         check_input(name, x, (None, params["w"].shape[0]))
         return _z(params, x).max(-1), state
 

@@ -7,7 +7,16 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from fnn.core import Layer, check_choice, check_float, check_range, check_shape, fmt_shape, promote
+from fnn.core import (
+    Layer,
+    check_choice,
+    check_float,
+    check_params,
+    check_range,
+    check_shape,
+    fmt_shape,
+    promote,
+)
 
 
 def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis: int = -1, running_var: str = "unbiased") -> Layer:
@@ -49,7 +58,10 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis: int = -1, running_
         if np.ndim(x) < 2:
             raise ValueError(f"{name}: expected x of shape (N, ..., C), got {fmt_shape(np.shape(x))}")
         a = _axis(np.ndim(x))
-        c = params["scale"].shape[0]
+        scale = params.get("scale") if isinstance(params, dict) else None
+        c = np.shape(scale)[0] if np.ndim(scale) == 1 else None
+        check_params(name, "params", params, {"scale": (c,), "bias": (c,)})
+        check_params(name, "state", state, {"mean": (c,), "var": (c,)})
         if x.shape[a] != c:
             expected = tuple(c if i == a else None for i in range(x.ndim))
             raise ValueError(f"{name}: expected x of shape {fmt_shape(expected)} "

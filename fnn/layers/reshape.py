@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from fnn.core import Layer, check_shape, fmt_shape
 
 
@@ -41,6 +43,11 @@ def Reshape(shape) -> Layer:
         return out, {}, {}
 
     def apply(params, state, x, *, key=None, train=False):
+        """x: (N, *input_shape) -> y: (N, *shape)."""
+        size, known = math.prod(np.shape(x)[1:]), math.prod(d for d in shape if d != -1)
+        if np.ndim(x) < 1 or (size % known if -1 in shape else size != known):
+            raise ValueError(f"{name}: cannot reshape x of shape {fmt_shape(np.shape(x))} "
+                             f"({size} values per example) to {fmt_shape((None, *shape))}")
         return x.reshape(x.shape[0], *shape), state
 
     def backward(params, state, x, dy, *, key=None, train=False):

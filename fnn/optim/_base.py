@@ -13,8 +13,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from fnn.core import check_range, check_tree_match
+from fnn.core import check_range, check_tree_match, is_concrete
 
 Schedule = Callable[[jax.Array], Any]
 
@@ -32,7 +33,7 @@ def zero_count() -> jax.Array:
 def as_schedule(name: str, learning_rate: Any) -> Schedule:
     """A float learning rate becomes a constant schedule; a callable is used as `count -> lr`."""
     if callable(learning_rate):
-        return learning_rate
+        return _checked_schedule(name, learning_rate)
     if isinstance(learning_rate, jax.core.Tracer):
         # A traced learning rate (e.g. vmapped over a grid of configurations) has no value to check.
         return lambda count: learning_rate
@@ -41,6 +42,25 @@ def as_schedule(name: str, learning_rate: Any) -> Schedule:
         raise ValueError(f"{name}: learning_rate must be a finite float >= 0 or a schedule "
                          f"count -> lr, got {learning_rate!r}")
     return lambda count: lr
+
+
+def _checked_schedule(name: str, schedule: Schedule) -> Schedule:
+    """`schedule`, refusing a NaN, infinite or negative value wherever it is concrete.
+
+    Eagerly the value is checked at every call. Under ``jit`` it is a tracer and cannot be
+    checked: a NaN learning rate then makes NaN updates, which ``fit``'s NaN/Inf guard stops.
+    """
+    def checked(count):
+        lr = schedule(count)
+        if is_concrete(lr):
+            v = np.asarray(lr)
+            if v.dtype.kind not in "biuf" or not (np.all(np.isfinite(v)) and np.all(v >= 0)):
+                at = f"count {np.asarray(count).tolist()}" if is_concrete(count) else "a traced count"
+                raise ValueError(f"{name}: the learning-rate schedule returned {lr!r} at {at}; "
+                                 f"expected a finite float >= 0")
+        return lr
+
+    return checked
 
 
 def check_float_arg(name: str, what: str, value: Any) -> float:
