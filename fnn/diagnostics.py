@@ -203,40 +203,67 @@ def _kind_from_name(name: str) -> str | None:
 # The jitted statistics
 
 
+def _wide(a) -> jax.Array:
+    """a in its own float dtype when that has at least 32 bits, else in float32."""
+    a = jnp.asarray(a)
+    if jnp.issubdtype(a.dtype, jnp.floating) and jnp.dtype(a.dtype).itemsize >= 4:
+        return a
+    return a.astype(jnp.float32)
+
+
 def _norm(a) -> jax.Array:
     """l2 norm in (at least) float32."""
-    a = jnp.asarray(a)
-    dtype = jnp.promote_types(a.dtype, jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else jnp.float32
-    a = a.astype(dtype)
+    a = _wide(a)
     return jnp.sqrt(jnp.sum(a * a))
 
 
-def _output_stats(x, y) -> dict | None:
-    """Statistics of one layer's output y (and of its input x, to recognize activations)."""
-    if not isinstance(y, jax.Array) or y.ndim < 1 or not jnp.issubdtype(y.dtype, jnp.floating):
+def _is_array(a) -> bool:
+    return isinstance(a, jax.Array) and a.ndim >= 1 and jnp.issubdtype(a.dtype, jnp.floating)
+
+
+def _output_stats(y: np.ndarray | None) -> dict | None:
+    """Mean, std, dead and saturated fractions of one layer's output y (N, ..., M), on the host."""
+    if y is None:
         return None
-    yf = y.astype(jnp.promote_types(y.dtype, jnp.float32))
-    units = yf.reshape((-1, yf.shape[-1])) if yf.ndim >= 2 else yf.reshape((-1, 1))
-    stats = {
-        "mean": jnp.mean(yf), "std": jnp.std(yf),
-        "dead": jnp.mean(jnp.all(units == 0, axis=0).astype(jnp.float32)),
-        "sat_tanh": jnp.mean((jnp.abs(yf) > TANH_SATURATION).astype(jnp.float32)),
-        "sat_sigmoid": jnp.mean(((yf < SIGMOID_SATURATION) | (yf > 1 - SIGMOID_SATURATION))
-                                .astype(jnp.float32)),
+    y = np.asarray(y, np.float64)
+    units = y.reshape((-1, y.shape[-1])) if y.ndim >= 2 else y.reshape((-1, 1))
+    return {
+        "mean": float(np.mean(y)), "std": float(np.std(y)),
+        "dead": float(np.mean(np.all(units == 0, axis=0))),
+        "sat_tanh": float(np.mean(np.abs(y) > TANH_SATURATION)),
+        "sat_sigmoid": float(np.mean((y < SIGMOID_SATURATION) | (y > 1 - SIGMOID_SATURATION))),
     }
-    if isinstance(x, jax.Array) and x.shape == y.shape and x.dtype == y.dtype:
-        # An unnamed parameter-free layer is taken for an activation when its output is that
-        # function of its input and differs from its input (Dropout at eval, Flatten of a
-        # flat input, etc. are identities and match nothing).
-        same = jnp.all(x == y)
-        for kind, f in (("relu", jax.nn.relu), ("sigmoid", jax.nn.sigmoid), ("tanh", jnp.tanh)):
-            stats[f"is_{kind}"] = jnp.allclose(y, f(x), rtol=1e-5, atol=1e-6) & ~same
-    return stats
+
+
+_ACTIVATION_FUNCTIONS = {
+    "relu": lambda x: np.maximum(x, 0.0),
+    "sigmoid": lambda x: 0.5 * (1.0 + np.tanh(0.5 * x)),  # σ(x), without overflow in exp
+    "tanh": np.tanh,
+}
+
+
+def _kind_from_output(x: np.ndarray | None, y: np.ndarray | None) -> str | None:
+    """The activation an unnamed parameter-free layer computes, judged from its input and output.
+
+    It must be that function of its input and differ from its input, so identities (Dropout
+    at evaluation, Flatten of a flat input) match nothing.
+    """
+    if x is None or y is None or np.shape(x) != np.shape(y):
+        return None
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if np.array_equal(x, y):
+        return None
+    for kind, f in _ACTIVATION_FUNCTIONS.items():
+        if np.allclose(y, f(x), rtol=1e-5, atol=1e-6):
+            return kind
+    return None
 
 
 @functools.lru_cache(maxsize=32)
 def _stats_fn(model: Layer, loss: Loss, optimizer: Optimizer | None, grad_mode: str, train: bool,
-              layers: tuple[Layer, ...] | None):
+              layers: tuple[Layer, ...] | None, need_input: frozenset):
+    """The jitted statistics: loss, norms, and each layer's output (and input, for the layers in
+    `need_input`, whose kind is judged from what they compute)."""
     vg = value_and_grad(model, loss, grad_mode)
 
     def outputs(params, state, x, key):
@@ -253,14 +280,24 @@ def _stats_fn(model: Layer, loss: Loss, optimizer: Optimizer | None, grad_mode: 
         return pairs
 
     def run(params, state, opt_state, x, y, key):
-        (value, _), grads = vg(params, state, x, y, key=key, train=train)
+        if grad_mode == "autodiff":
+            # One forward pass gives both the gradient and every layer's output.
+            def objective(p):
+                pairs = outputs(p, state, x, key)
+                return loss.value(pairs[-1][1], y), pairs
+
+            (value, pairs), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        else:
+            (value, _), grads = vg(params, state, x, y, key=key, train=train)
+            pairs = outputs(params, state, x, key)
         out = {
             "loss": value,
             "grad_norms": jax.tree.map(_norm, grads),
             "param_norms": jax.tree.map(_norm, params),
             "global_grad_norm": jnp.sqrt(sum((_norm(g).astype(jnp.float32) ** 2
                                               for g in jax.tree.leaves(grads)), jnp.zeros((), jnp.float32))),
-            "layers": [_output_stats(a, b) for a, b in outputs(params, state, x, key)],
+            "layers": [(a if i in need_input and _is_array(a) else None, b if _is_array(b) else None)
+                       for i, (a, b) in enumerate(pairs)],
         }
         if optimizer is not None:
             updates, _ = optimizer.update(grads, opt_state, params)
@@ -303,7 +340,10 @@ def layer_report(model: Layer, loss: Loss, params, state, x, y, *, optimizer: Op
     layers = _layers_of(model, params)
     if optimizer is not None and opt_state is None:
         opt_state = optimizer.init(params)
-    raw = _stats_fn(model, loss, optimizer, grad_mode, bool(train), layers)(
+    need_input = frozenset() if layers is None else frozenset(
+        i for i, (layer, p) in enumerate(zip(layers, params, strict=True))
+        if _kind_from_name(layer.name) is None and not jax.tree.leaves(p))
+    raw = _stats_fn(model, loss, optimizer, grad_mode, bool(train), layers, need_input)(
         params, state, opt_state, jnp.asarray(x), jnp.asarray(y), key)
     raw = jax.device_get(raw)
     grad_norms = _to_float(raw["grad_norms"])
@@ -317,12 +357,13 @@ def layer_report(model: Layer, loss: Loss, params, state, x, y, *, optimizer: Op
     if update_norms is not None:
         per_update = list(update_norms) if layers is not None else [update_norms]
     stats = []
-    for i, st in enumerate(raw["layers"]):
+    for i, (layer_in, layer_out) in enumerate(raw["layers"]):
+        st = _output_stats(layer_out)
         name = layers[i].name if layers is not None else model.name
         num = int(sum(np.size(a) for a in jax.tree.leaves(per_layer[i])))
         kind = _kind_from_name(name) if layers is not None else None
-        if kind is None and num == 0 and st is not None and layers is not None:
-            kind = next((k for k in ACTIVATION_KINDS if bool(st.get(f"is_{k}", False))), None)
+        if kind is None and num == 0 and layers is not None:
+            kind = _kind_from_output(layer_in, layer_out)
         if kind is None:
             kind = "params" if num else "other"
         gn, pn = (_combined(per_grad[i]), _combined(per_param[i])) if num else (None, None)

@@ -1,0 +1,202 @@
+"""fnn.diagnostics: per-layer report, detectors, overfit_one_batch, the fit recorder, plot_grad_norms."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fnn import Layer, Loss, diagnostics, init, losses, models, optim
+from fnn.layers.activation import Relu, Sigmoid, Tanh
+from fnn.layers.combinators import serial
+from fnn.layers.dense import Dense
+from fnn.plot import plot_grad_norms
+from fnn.train import History, fit, init_train_state
+
+CE = losses.softmax_cross_entropy
+D, C = 12, 3
+
+
+@pytest.fixture(scope="module")
+def batch():
+    """64 examples of D standard-normal features, labels from a fixed linear rule (learnable)."""
+    kx, kw = jax.random.split(jax.random.key(1))
+    x = jax.random.normal(kx, (64, D), jnp.float32)
+    y = jnp.argmax(x @ jax.random.normal(kw, (D, C), jnp.float32), axis=-1).astype(jnp.int32)
+    return x, y
+
+
+def deep(activation, w_init, depth=4, width=16):
+    layers = []
+    for _ in range(depth):
+        layers += [Dense(width, w_init=w_init), activation()]
+    return serial(*layers, Dense(C, w_init=w_init))
+
+
+# Shared model objects: the report's compiled program is cached per model, so tests that only
+# change the parameters reuse it.
+RELU_NET = serial(Dense(16), Relu(), Dense(C))
+SIGMOID_NET, TANH_NET = serial(Dense(16), Sigmoid(), Dense(C)), serial(Dense(16), Tanh(), Dense(C))
+
+
+def report_of(model, batch, key=0, w_scale=None, **kw):
+    _, params, state = model.init(jax.random.key(key), (D,))
+    if w_scale is not None:  # the first layer's weights drawn from N(0, w_scale²)
+        w = w_scale * jax.random.normal(jax.random.key(key + 1), params[0]["w"].shape, jnp.float32)
+        params = ({**params[0], "w": w},) + params[1:]
+    return diagnostics.layer_report(model, CE, params, state, *batch, **kw), params
+
+
+# ----------------------------------------------------------------------------------------
+# The report
+
+
+def test_report_aligns_with_params_and_matches_jax_grad(batch):
+    model = RELU_NET
+    lr = 0.1
+    rep, params = report_of(model, batch, optimizer=optim.sgd(lr))
+    assert jax.tree.structure(rep.grad_norms) == jax.tree.structure(params)
+    assert jax.tree.structure(rep.param_norms) == jax.tree.structure(params)
+    assert rep.names == ("Dense(16)", "Relu", f"Dense({C})")
+    assert [s.kind for s in rep.layers] == ["params", "relu", "params"]
+    assert [s.num_params for s in rep.layers] == [D * 16 + 16, 0, 16 * C + C]
+    state = ({}, {}, {})
+    grads = jax.grad(lambda p: CE.value(model.apply(p, state, batch[0])[0], batch[1]))(params)
+    np.testing.assert_allclose(rep.grad_norms[2]["w"], float(jnp.linalg.norm(grads[2]["w"])), rtol=1e-5)
+    layer0 = math.sqrt(float(jnp.sum(grads[0]["w"] ** 2) + jnp.sum(grads[0]["b"] ** 2)))
+    np.testing.assert_allclose(rep.layers[0].grad_norm, layer0, rtol=1e-5)
+    assert rep.layers[1].grad_norm is None and rep.layers[1].update_ratio is None
+    # SGD's update is -lr·g, so the ratio is lr·‖g‖/‖θ‖.
+    out = rep.layers[2]
+    np.testing.assert_allclose(out.update_ratio, lr * out.grad_norm / out.param_norm, rtol=1e-5)
+    # Activation statistics of the ReLU layer are those of relu(x @ w + b).
+    h = jax.nn.relu(batch[0] @ params[0]["w"] + params[0]["b"][None])
+    np.testing.assert_allclose(rep.layers[1].act_mean, float(jnp.mean(h)), rtol=1e-5)
+    np.testing.assert_allclose(rep.layers[1].act_std, float(jnp.std(h)), rtol=1e-4)
+
+
+def test_all_negative_preactivations_give_100_percent_dead_relus(batch):
+    _, params, state = RELU_NET.init(jax.random.key(0), (D,))
+    dead = ({"w": jnp.zeros_like(params[0]["w"]), "b": jnp.full_like(params[0]["b"], -1.0)},) + params[1:]
+    rep = diagnostics.layer_report(RELU_NET, CE, dead, state, *batch)
+    assert rep.layers[1].dead_fraction == 1.0
+    verdict = diagnostics.detect_dead_units(rep)
+    assert verdict and "100.0% dead" in verdict.message
+    healthy, _ = report_of(RELU_NET, batch)
+    assert healthy.layers[1].dead_fraction < 0.5
+    assert not diagnostics.detect_dead_units(healthy)
+
+
+def test_saturated_sigmoid_and_tanh_are_flagged(batch):
+    for net, kind in ((SIGMOID_NET, "sigmoid"), (TANH_NET, "tanh")):
+        big, _ = report_of(net, batch, w_scale=10.0)
+        assert big.layers[1].kind == kind
+        assert big.layers[1].saturated_fraction > 0.8
+        assert diagnostics.detect_saturation(big)
+        small, _ = report_of(net, batch, w_scale=0.01)
+        assert small.layers[1].saturated_fraction < 0.05
+        assert not diagnostics.detect_saturation(small)
+
+
+def test_deep_sigmoid_with_tiny_init_is_vanishing_and_he_relu_is_not(batch):
+    vanishing, _ = report_of(deep(Sigmoid, init.normal(0.01)), batch)
+    verdict = diagnostics.detect_vanishing(vanishing)
+    assert verdict.detected and verdict.value < diagnostics.VANISHING_RATIO
+    assert "VANISHING" in diagnostics.format_report(vanishing)
+    healthy, _ = report_of(deep(Relu, init.he_normal), batch)
+    verdict = diagnostics.detect_vanishing(healthy)
+    assert not verdict.detected and verdict.value > 0.1
+
+
+def test_model_from_fnn_models_and_single_layer(batch):
+    model = models.mlp((D, 8, C), activation=Tanh)
+    assert [layer.name for layer in diagnostics.sublayers(model)] == ["Dense(8)", "Tanh", f"Dense({C})"]
+    assert diagnostics.sublayers(Dense(C)) is None
+    # A model that is not a serial is reported as one layer.
+    single, params = report_of(Dense(C), batch)
+    assert len(single.layers) == 1 and single.layers[0].num_params == D * C + C
+    assert jax.tree.structure(single.grad_norms) == jax.tree.structure(params)
+
+
+def test_unnamed_activation_recognized_by_its_output(batch):
+    relu = Relu()
+    custom = Layer("MyAct", relu.init, relu.apply, relu.backward)
+    rep, _ = report_of(serial(Dense(16), custom, Dense(C)), batch)
+    assert rep.layers[1].kind == "relu" and rep.layers[1].dead_fraction is not None
+    table = diagnostics.format_report(rep)
+    assert "MyAct" in table and "grad_norm" in table
+
+
+# ----------------------------------------------------------------------------------------
+# Exploding and overfitting one batch
+
+
+def test_huge_learning_rate_is_exploding(batch):
+    huge = diagnostics.overfit_one_batch(RELU_NET, CE, optim.sgd(100.0), *batch, key=jax.random.key(0),
+                                         steps=30)
+    verdict = diagnostics.detect_exploding(huge)
+    assert verdict.detected and "EXPLODING" in verdict.message
+    assert not huge.passed
+
+
+def test_detect_exploding_inputs():
+    assert diagnostics.detect_exploding([1.0, 2.0, 500.0]).detected
+    assert not diagnostics.detect_exploding([1.0, 0.5, 0.2]).detected
+    assert diagnostics.detect_exploding([1.0, math.nan]).detected
+    assert diagnostics.detect_exploding({"loss": [2.3, 1.0, 40.0]}).detected
+    assert not diagnostics.detect_exploding({"loss": [2.3, 1.0, 0.5], "grad_norm": [1, 2, 3]}).detected
+    stopped = History([{"epoch": 1, "train_loss": 2.0, "grad_norm": 1.0}])
+    assert not diagnostics.detect_exploding(stopped).detected
+    stopped.stop_reason = "fit: non-finite loss or gradient (NaN/Inf) at epoch 2, step 3 of 8; stopped"
+    assert diagnostics.detect_exploding(stopped).detected
+
+
+def test_overfit_one_batch_passes_for_a_correct_mlp_and_fails_for_broken_ones(batch):
+    x, y = batch[0][:16], batch[1][:16]
+    key = jax.random.key(0)
+    model = RELU_NET
+    ok = diagnostics.overfit_one_batch(model, CE, optim.adam(3e-2), x, y, key=key, steps=150)
+    assert ok.passed, ok.message
+    assert ok.losses.shape == (150,) and ok.final_loss <= ok.threshold
+    assert ok.threshold == pytest.approx(diagnostics.OVERFIT_FRACTION * ok.initial_loss)
+    assert not diagnostics.detect_exploding(ok)  # the counterpart of the huge learning rate
+    # A loss whose gradient has the wrong sign climbs instead.
+    wrong_sign = Loss("wrong_sign", CE.value, lambda pred, target: -CE.backward(pred, target))
+    bad = diagnostics.overfit_one_batch(model, wrong_sign, optim.adam(3e-2), x, y, key=key, steps=150,
+                                        grad_mode="manual")
+    assert not bad.passed and bad.final_loss > bad.initial_loss and "FAILED" in bad.message
+    # Zero weights: the hidden layer never learns (symmetric, dead), only the output bias does.
+    stuck = serial(Dense(16, w_init=init.zeros), Relu(), Dense(C, w_init=init.zeros))
+    assert not diagnostics.overfit_one_batch(stuck, CE, optim.adam(3e-2), x, y, key=key, steps=150).passed
+
+
+# ----------------------------------------------------------------------------------------
+# Recording during fit, and the plot
+
+
+def test_recorder_in_fit_and_plot(batch, tmp_path):
+    model = RELU_NET
+    opt = optim.sgd(0.1)
+    key = jax.random.key(0)
+    rec = diagnostics.recorder(model, CE, *batch, optimizer=opt)
+    ts0 = init_train_state(model, opt, (D,), key)
+    rec(0, ts0)
+    ts, _ = fit(model, CE, opt, batch, epochs=3, batch_size=16, key=key, callbacks=[rec], progress=False,
+                train_state=ts0)
+    assert [r.epoch for r in rec.records] == [0, 1, 2, 3]
+    assert [r.step for r in rec.records] == [0, 4, 8, 12]
+    final = diagnostics.layer_report(model, CE, ts.params, ts.state, *batch, optimizer=opt,
+                                     opt_state=ts.opt_state)
+    assert rec.records[-1].report == final
+    assert list(rec.grad_norms()) == ["[0] Dense(16)", f"[2] Dense({C})"]
+    every2 = diagnostics.recorder(model, CE, *batch, every=2, optimizer=opt)
+    fit(model, CE, opt, batch, epochs=3, batch_size=16, key=key, callbacks=[every2], progress=False)
+    assert [r.epoch for r in every2.records] == [2]
+
+    path = plot_grad_norms(rec, tmp_path / "norms.png", title="test")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    plot_grad_norms({"[0] Dense": [1.0, 0.1], "[2] Dense": [1.0, 1.0]}, tmp_path / "dict.png")
+    with pytest.raises(ValueError, match="no gradient norms"):
+        plot_grad_norms([], tmp_path / "empty.png")
