@@ -33,7 +33,9 @@ contraction over the sharded batch axis in a hand-written ``x.T @ dy``, then nee
 ``out_sharding``). fnn's layers are written for the compiler-chosen (``Auto``) mode, so
 ``data_parallel`` converts any mesh to the same devices and axis names with every axis
 ``Auto`` (``as_auto_mesh``); ``data_mesh`` builds Auto meshes directly. A user mesh with
-``Explicit`` axes is accepted, and arrays come back sharded over its Auto twin. Other mesh axes
+``Explicit`` axes is accepted, and arrays come back sharded over its Auto twin. ``fit`` runs
+under ``jax.set_mesh`` of that Auto mesh (``with_mesh_context``), so it also works inside a
+caller's ``with jax.set_mesh(explicit_mesh):`` block. Other mesh axes
 (for example a "model" axis of a 2-D mesh) are ignored by data parallelism: parameters are
 replicated over them too, so only ``batch_axis`` (a name or a tuple of names) splits work.
 
@@ -67,6 +69,8 @@ in current JAX); ``tests/test_parallel.py`` runs two processes with four CPU dev
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -75,9 +79,22 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-__all__ = ["DataParallel", "as_auto_mesh", "data_mesh", "data_parallel", "initialize"]
+__all__ = ["DataParallel", "as_auto_mesh", "data_mesh", "data_parallel", "initialize", "with_mesh_context"]
 
 _AxisType = getattr(jax.sharding, "AxisType", None)  # absent in JAX releases before sharding-in-types
+
+
+def _mesh_scope(mesh: Mesh):
+    """``jax.set_mesh(mesh)`` as a context manager (a no-op on JAX releases without it)."""
+    set_mesh = getattr(jax, "set_mesh", None)
+    return set_mesh(mesh) if set_mesh is not None else contextlib.nullcontext()
+
+
+def _abstract_mesh_scope(mesh: Mesh):
+    """Trace under `mesh`'s abstract mesh (a no-op on JAX releases without sharding in types)."""
+    use = getattr(jax.sharding, "use_abstract_mesh", None)
+    abstract = getattr(mesh, "abstract_mesh", None)
+    return use(abstract) if use is not None and abstract is not None else contextlib.nullcontext()
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -214,25 +231,71 @@ class DataParallel(NamedTuple):
             return self.constrain_replicated(ts), self.constrain_replicated(metrics)
         return sharded_step
 
+    def _jit(self, fn: Callable, in_shardings: tuple, donate: bool) -> Callable:
+        """jit with these input shardings, every output replicated, argument 0 donated.
+
+        `fn` traces under this (Auto) mesh, whatever mesh the caller set with ``jax.set_mesh``.
+        """
+        def run(*args):
+            with _abstract_mesh_scope(self.mesh):
+                return fn(*args)
+        return jax.jit(run, in_shardings=in_shardings, out_shardings=self.replicated,
+                       donate_argnums=(0,) if donate else ())
+
     def jit_step(self, step: Callable, *, donate: bool = True) -> Callable:
         """``jax.jit`` of ``step(ts, x, y, mask, lr_scale)`` (from ``fnn.train.train_step``) for this mesh.
 
         ts and lr_scale replicated, x, y and mask split along the batch; returns (ts, metrics)
-        replicated. Pass global arrays (``put_batch``, ``from_process_local``, ``replicate``).
+        replicated, ts donated. Pass global arrays (``put_batch``, ``from_process_local``,
+        ``replicate``); mask may be None.
         """
         rep, bat = self.replicated, self.batch
-        return jax.jit(self.wrap_step(step), in_shardings=(rep, bat, bat, bat, rep), out_shardings=rep,
-                       donate_argnums=(0,) if donate else ())
+        return self._jit(self.wrap_step(step), (rep, bat, bat, bat, rep), donate)
 
     def jit_epoch(self, epoch_fn: Callable) -> Callable:
         """``jax.jit`` of ``fit``'s fused epoch ``(ts, x, y, lr_scale) -> (ts, sums)``, all replicated."""
-        rep = self.replicated
-        return jax.jit(epoch_fn, in_shardings=(rep, rep, rep, rep), out_shardings=rep, donate_argnums=0)
+        return self._jit(epoch_fn, (self.replicated,) * 4, True)
 
     def jit_carry_step(self, step_fn: Callable) -> Callable:
         """``jax.jit`` of ``fit``'s per-step ``((ts, sums), (x, y, mask), lr_scale) -> (ts, sums)``."""
-        rep, bat = self.replicated, self.batch
-        return jax.jit(step_fn, in_shardings=(rep, bat, rep), out_shardings=rep, donate_argnums=0)
+        return self._jit(step_fn, (self.replicated, self.batch, self.replicated), True)
+
+
+def with_mesh_context(fn: Callable) -> Callable:
+    """Decorate a function with a ``mesh=`` keyword (``fit``) to run under that mesh's Auto twin.
+
+    Inside ``jax.set_mesh(explicit_mesh)`` every jitted function traces against the context
+    mesh, which must match the mesh of the arrays it gets: this sets the Auto mesh that fit's
+    arrays live on for the duration of the call. Without a mesh, `fn` runs as is.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        mesh = kwargs.get("mesh")
+        if not isinstance(mesh, Mesh):  # None, or a mistake for data_parallel to report
+            return fn(*args, **kwargs)
+        # Arrays made inside the caller's jax.set_mesh(explicit) carry that mesh: move them to its twin.
+        args, kwargs = _on_auto_meshes((args, {k: v for k, v in kwargs.items() if k != "mesh"}))
+        with _mesh_scope(as_auto_mesh(mesh)):
+            return fn(*args, mesh=mesh, **kwargs)
+    return wrapper
+
+
+def _on_explicit_mesh(a: Any) -> bool:
+    if not isinstance(a, jax.Array) or not isinstance(a.sharding, NamedSharding) or _AxisType is None:
+        return False
+    return any(t != _AxisType.Auto for t in getattr(a.sharding.mesh, "axis_types", ()))
+
+
+def _on_auto_meshes(tree: Any) -> Any:
+    """Re-place the arrays of `tree` that live on a mesh with non-Auto axes onto its Auto twin."""
+    if not any(_on_explicit_mesh(a) for a in jax.tree.leaves(tree)):
+        return tree
+
+    def move(a):
+        if not _on_explicit_mesh(a):
+            return a
+        return jax.device_put(a, NamedSharding(as_auto_mesh(a.sharding.mesh), a.sharding.spec))
+    return jax.tree.map(move, tree)
 
 
 def data_parallel(mesh: Mesh, batch_axis: str | Sequence[str] = "data", *, batch_size: int | None = None,

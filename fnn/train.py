@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnn import checkpoint as ckpt
+from fnn import parallel, precision
 from fnn.backprop import MODES, value_and_grad
 from fnn.core import (
     Layer,
@@ -211,7 +212,7 @@ def _tree_all_finite(tree) -> jax.Array:
 
 
 def train_step(model: Layer, loss: Loss, optimizer: Optimizer, *, grad_mode: str = "autodiff",
-               penalty: Loss | None = None) -> Callable:
+               penalty: Loss | None = None, policy=None) -> Callable:
     """Build a pure ``step(ts, x, y, mask=None, lr_scale=1.0) -> (ts, metrics)``.
 
     The gradient comes from ``fnn.backprop.value_and_grad(model, loss, mode, penalty=penalty)``;
@@ -229,8 +230,14 @@ def train_step(model: Layer, loss: Loss, optimizer: Optimizer, *, grad_mode: str
     NaN when predictions are not (B, M)), ``grad_norm`` (global l2 norm of the gradient,
     penalty included), ``finite`` (loss and gradient free of NaN/Inf), ``correct`` and
     ``count`` (examples right and examples counted).
+
+    ``policy``: a ``fnn.precision.Policy`` (or a compute dtype such as ``jnp.bfloat16``) for mixed
+    precision: the step runs ``precision.apply_policy(model, policy)``.
     """
     mode = resolve_grad_mode(grad_mode)
+    policy = precision.get_policy(policy, where="train_step")
+    if policy is not None:
+        model = precision.apply_policy(model, policy)
     net = _with_predictions(model)
     masked_loss = _masked(loss)
     vg_plain = value_and_grad(net, loss, mode, penalty=penalty)
@@ -598,13 +605,16 @@ class _Programs(NamedTuple):
 
 
 @functools.lru_cache(maxsize=32)
-def _programs(model, loss, optimizer, penalty, mode, batch_size, remainder) -> _Programs:
+def _programs(model, loss, optimizer, penalty, mode, batch_size, remainder, dp=None) -> _Programs:
     step = train_step(model, loss, optimizer, grad_mode=mode, penalty=penalty)
-    body = _make_body(step, use_mask=remainder == "pad")
+    # Data parallel (dp: a fnn.parallel.DataParallel): batches split over the mesh, the rest replicated.
+    body = _make_body(step if dp is None else dp.wrap_step(step), use_mask=remainder == "pad")
 
     def epoch_fn(ts, x, y, lr_scale):
         k, perm_key = jax.random.split(ts.key)
         b = epoch_batches(perm_key, x, y, batch_size, remainder=remainder)
+        if dp is not None:
+            b = dp.constrain_stacked(b)  # (steps, B, ...): split along B
         (ts, acc), _ = jax.lax.scan(functools.partial(body, lr_scale=lr_scale),
                                     (ts._replace(key=k), _acc0()), (b.x, b.y, b.mask))
         return ts, _finish(ts, acc)
@@ -612,6 +622,8 @@ def _programs(model, loss, optimizer, penalty, mode, batch_size, remainder) -> _
     def step_fn(carry, batch, lr_scale):
         return body(carry, batch, lr_scale)[0]
 
+    if dp is not None:
+        return _Programs(dp.jit_epoch(epoch_fn), dp.jit_carry_step(step_fn), step)
     return _Programs(jax.jit(epoch_fn, donate_argnums=0), jax.jit(step_fn, donate_argnums=0), step)
 
 
@@ -663,13 +675,15 @@ def _none_if_nan(v):
     return None if v is None or not math.isfinite(v) else float(v)
 
 
+@parallel.with_mesh_context
 def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: int, batch_size: int,
         key: jax.Array, val_data=None, fused: bool = True, grad_mode: str = "auto",
         penalty: Loss | None = None, plateau=None, early_stopping: int | None = None,
         callbacks: Sequence[Callable] = (), progress: bool = True,
         checkpoint_dir: str | os.PathLike | None = None, resume: bool = True, remainder: str = "drop",
         learning_rate=None, train_state: TrainState | None = None, eval_batch_size: int = 1000,
-        debug_nans: bool = False) -> tuple[TrainState, History]:
+        debug_nans: bool = False, mesh=None, batch_axis: str = "data", compute_dtype=None,
+        policy=None) -> tuple[TrainState, History]:
     """Train `model` on `train_data` for `epochs` epochs.
 
     Each epoch draws a fresh permutation from the TrainState key and runs N // batch_size
@@ -735,6 +749,13 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
         ``stop_reason``. The returned state is the same as without it. Slower: for debugging.
         (Turning ``jax_debug_nans`` on around a fused ``fit`` instead raises an internal error
         from the compiled epoch and loses the state.)
+      mesh: a ``jax.sharding.Mesh`` for data-parallel training (``fnn.parallel``): each batch
+        split along `batch_axis`, everything else replicated; batch_size must be a multiple of
+        that axis's size. The returned TrainState is replicated over the mesh.
+      batch_axis: the mesh axis that splits batches.
+      compute_dtype: mixed precision (``fnn.precision``): e.g. ``jnp.bfloat16`` computes the
+        forward and backward passes in bfloat16, with float32 parameters, optimizer state and loss.
+      policy: a ``fnn.precision.Policy`` instead of `compute_dtype`.
 
     Returns:
       ``(train_state, history)``.
@@ -747,6 +768,11 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
     name = "fit"
     epochs = check_positive_int(name, "epochs", epochs)
     batch_size = check_positive_int(name, "batch_size", batch_size)
+    policy = precision.get_policy(policy, compute_dtype, where=name)
+    if policy is not None:
+        model = precision.apply_policy(model, policy)
+    dp = None if mesh is None else parallel.data_parallel(mesh, batch_axis, batch_size=batch_size, where=name)
+    place = (lambda tree: tree) if dp is None else dp.replicate
     check_choice(name, "remainder", remainder, ("drop", "pad"))
     x, y = _check_data(name, "train_data", train_data)
     n = int(x.shape[0])
@@ -802,16 +828,16 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
             print(f"fit: resuming from {path} after epoch {start_epoch}", file=sys.stderr)
 
     # Donation needs one buffer per leaf; optimizer states may share them (m and v: the same zeros).
-    ts = _copy_tree(ts)
+    ts = place(_copy_tree(ts))
 
     # Compile (the jitted programs are cached: another fit with the same model, loss,
     # optimizer and settings reuses them).
-    scale0 = jnp.ones((), default_float())
+    scale0 = place(jnp.ones((), default_float()))
     steps = n // batch_size if remainder == "drop" else -(-n // batch_size)
     t0 = time.perf_counter()
-    programs = _programs(model, loss, optimizer, penalty, mode, batch_size, remainder)
+    programs = _programs(model, loss, optimizer, penalty, mode, batch_size, remainder, dp)
     if fused:
-        x_dev, y_dev = jnp.asarray(x), jnp.asarray(y)
+        x_dev, y_dev = place((x, y)) if dp is not None else (jnp.asarray(x), jnp.asarray(y))
         run_epoch = programs.epoch.lower(ts, x_dev, y_dev, scale0).compile()
     else:
         x_host, y_host = np.asarray(x), np.asarray(y)
@@ -819,9 +845,9 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
         xb0 = jax.ShapeDtypeStruct((batch_size,) + x_host.shape[1:], x_host.dtype)
         yb0 = jax.ShapeDtypeStruct((batch_size,) + y_host.shape[1:], y_host.dtype)
         mb0 = jax.ShapeDtypeStruct((batch_size,), mask_dtype)
-        run_step = programs.step.lower((ts, _acc0()), (xb0, yb0, mb0), scale0).compile()
+        run_step = programs.step.lower((ts, place(_acc0())), (xb0, yb0, mb0), scale0).compile()
         shuffle = _shuffle.lower(ts.key, n).compile()
-        finish = _finish_jit.lower(ts, _acc0()).compile()
+        finish = _finish_jit.lower(ts, place(_acc0())).compile()
     history.compile_seconds = time.perf_counter() - t0
 
     bar = _Progress(progress, total=epochs if fused else epochs * steps, unit="epoch" if fused else "step",
@@ -829,7 +855,8 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
     try:
         for epoch in range(start_epoch + 1, epochs + 1):
             scale = float(plateau_state.scale) if plateau_state is not None else 1.0
-            scale_arr = plateau_state.scale.astype(default_float()) if plateau_state is not None else scale0
+            scale_arr = (scale0 if plateau_state is None
+                         else place(plateau_state.scale.astype(default_float())))
             backup = _copy_tree(ts)
             located = None
             bar.epoch_start(epoch, epochs)
@@ -845,11 +872,11 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
                     np.concatenate([perm, perm[: steps * batch_size - n]])
                 idx = idx.reshape(steps, batch_size)
                 mask_all = (np.arange(steps * batch_size) < n).astype(mask_dtype).reshape(steps, batch_size)
-                carry = (ts, _acc0())
+                carry = (ts, place(_acc0()))
                 for i in range(steps):
                     batch = (x_host[idx[i]], y_host[idx[i]], mask_all[i])
                     before = _copy_tree(carry[0]) if debug_nans else None
-                    carry = run_step(carry, batch, scale_arr)
+                    carry = run_step(carry, batch if dp is None else dp.put_batch(batch), scale_arr)
                     bar.update(1)
                     if debug_nans and bool(finish(*carry).bad):
                         located = _locate_nonfinite(programs.raw_step, before, batch, remainder == "pad",
