@@ -144,7 +144,8 @@ def plot_confusion(confusion, class_names: Sequence[str] | None, path: str | os.
     return _save(fig, FigureCanvasAgg, path)
 
 
-def plot_grad_norms(records, path: str | os.PathLike, *, title: str | None = None) -> Path:
+def plot_grad_norms(records, path: str | os.PathLike, *, title: str | None = None,
+                    xlabel: str | None = None) -> Path:
     """Per-layer gradient norms over training (log scale, one line per layer with parameters).
 
     A second panel shows the update/parameter norm ratios when they were recorded (a
@@ -158,6 +159,7 @@ def plot_grad_norms(records, path: str | os.PathLike, *, title: str | None = Non
         against 0, 1, ...).
       path: the PNG file to write.
       title: an optional title over the panels.
+      xlabel: the x-axis label (default: "epoch" for a Recorder's records, else "record").
 
     Raises:
       ImportError: matplotlib is not installed.
@@ -168,7 +170,7 @@ def plot_grad_norms(records, path: str | os.PathLike, *, title: str | None = Non
         grads = {str(k): [float(v) for v in vs] for k, vs in records.items()}
         xs = list(range(max((len(v) for v in grads.values()), default=0)))
         ratios: dict = {}
-        xlabel = "record"
+        xlabel_ = "record"
     else:
         from fnn.diagnostics import Record, records_to_series
 
@@ -176,7 +178,8 @@ def plot_grad_norms(records, path: str | os.PathLike, *, title: str | None = Non
             records = records.records
         records = list(records)
         xs, grads, ratios = records_to_series(records)
-        xlabel = "epoch" if records and isinstance(records[0], Record) else "record"
+        xlabel_ = "epoch" if records and isinstance(records[0], Record) else "record"
+    xlabel_ = xlabel or xlabel_
     if not grads or not xs:
         raise ValueError("plot_grad_norms: no gradient norms to plot "
                          "(no records, or no layer with parameters)")
@@ -207,7 +210,7 @@ def plot_grad_norms(records, path: str | os.PathLike, *, title: str | None = Non
                     transform=ax.get_yaxis_transform())
         ax.set_yscale("log")
         ax.set_title(heading)
-        ax.set_xlabel(xlabel)
+        ax.set_xlabel(xlabel_)
         ax.set_ylabel(ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, which="major", alpha=0.3)
