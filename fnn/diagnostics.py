@@ -227,12 +227,13 @@ def _output_stats(y: np.ndarray | None) -> dict | None:
         return None
     y = np.asarray(y, np.float64)
     units = y.reshape((-1, y.shape[-1])) if y.ndim >= 2 else y.reshape((-1, 1))
-    return {
-        "mean": float(np.mean(y)), "std": float(np.std(y)),
-        "dead": float(np.mean(np.all(units == 0, axis=0))),
-        "sat_tanh": float(np.mean(np.abs(y) > TANH_SATURATION)),
-        "sat_sigmoid": float(np.mean((y < SIGMOID_SATURATION) | (y > 1 - SIGMOID_SATURATION))),
-    }
+    with np.errstate(all="ignore"):  # Inf/NaN activations (a diverged net) give NaN statistics
+        return {
+            "mean": float(np.mean(y)), "std": float(np.std(y)),
+            "dead": float(np.mean(np.all(units == 0, axis=0))),
+            "sat_tanh": float(np.mean(np.abs(y) > TANH_SATURATION)),
+            "sat_sigmoid": float(np.mean((y < SIGMOID_SATURATION) | (y > 1 - SIGMOID_SATURATION))),
+        }
 
 
 _ACTIVATION_FUNCTIONS = {
@@ -253,9 +254,10 @@ def _kind_from_output(x: np.ndarray | None, y: np.ndarray | None) -> str | None:
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if np.array_equal(x, y):
         return None
-    for kind, f in _ACTIVATION_FUNCTIONS.items():
-        if np.allclose(y, f(x), rtol=1e-5, atol=1e-6):
-            return kind
+    with np.errstate(all="ignore"):
+        for kind, f in _ACTIVATION_FUNCTIONS.items():
+            if np.allclose(y, f(x), rtol=1e-5, atol=1e-6):
+                return kind
     return None
 
 

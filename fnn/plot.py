@@ -194,6 +194,10 @@ def plot_grad_norms(records, path: str | os.PathLike, *, title: str | None = Non
     cmap = colormaps["viridis"]
     labels = list(grads)
     colors = {lab: cmap(0.85 * i / max(len(labels) - 1, 1)) for i, lab in enumerate(labels)}
+    # The first x where some layer's norm is NaN/Inf (training diverged): marked, not drawn.
+    bad = [x for values in grads.values() for x, v in zip(xs, values, strict=False)
+           if v is None or not np.isfinite(v)]
+    first_bad = min(bad) if bad else None
     handles = {}
     for ax, (kind, series, heading, ylabel) in zip(axes, panels, strict=True):
         for lab, values in series.items():
@@ -204,11 +208,21 @@ def plot_grad_norms(records, path: str | os.PathLike, *, title: str | None = Non
             px, py = zip(*pts, strict=True)
             (line,) = ax.plot(px, py, "-o", color=colors.get(lab), label=lab, markersize=3.5, linewidth=1.6)
             handles.setdefault(lab, line)
-        if kind == "ratio":
-            ax.axhline(1e-3, color="0.4", linestyle="--", linewidth=1.0)
-            ax.text(0.99, 1e-3, "1e-3 rule of thumb ", color="0.3", fontsize=8, va="bottom", ha="right",
-                    transform=ax.get_yaxis_transform())
         ax.set_yscale("log")
+        if kind == "ratio":
+            lo, hi = ax.get_ylim()
+            if lo <= 1e-3 <= hi:
+                ax.axhline(1e-3, color="0.4", linestyle="--", linewidth=1.0)
+                ax.text(0.99, 1e-3, "1e-3 rule of thumb ", color="0.3", fontsize=8, va="bottom", ha="right",
+                        transform=ax.get_yaxis_transform())
+        if first_bad is not None:
+            ax.axvline(first_bad, color="tab:red", linestyle=":", linewidth=1.5)
+            ax.axvspan(first_bad, max(xs[-1], first_bad + 0.5), color="tab:red", alpha=0.06, linewidth=0)
+            ax.text(first_bad, 0.97, " NaN/Inf from here", color="tab:red", fontsize=8, va="top", ha="left",
+                    transform=ax.get_xaxis_transform())
+        if len(xs) > 1:
+            pad = 0.04 * (xs[-1] - xs[0])
+            ax.set_xlim(xs[0] - pad, xs[-1] + pad)
         ax.set_title(heading)
         ax.set_xlabel(xlabel_)
         ax.set_ylabel(ylabel)
