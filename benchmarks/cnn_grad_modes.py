@@ -1,19 +1,23 @@
 """Gradient time of simple_cnn per mode (autodiff / manual / custom_vjp), alone and inside lax.scan.
 
-    python benchmarks/cnn_grad_modes.py [--batch 128] [--steps 5] [--repeats 10] [--hlo]
+    python benchmarks/cnn_grad_modes.py [--batch 128] [--steps 5] [--repeats 10] [--hlo] [--dw]
 
 Why: on XLA:CPU, inside ``lax.scan`` (a fused training epoch), the weight-gradient convolution
 that autodiff emits is assigned a non-canonical layout and runs on a slow generic path; the
 hand-derived backward (fnn.layers.conv) writes it as a canonical NHWC x HWIO convolution.
 "Looped" times one SGD step inside a jitted ``lax.scan`` over ``--steps`` batches (time per
-step); "one step" times a jitted gradient alone. Medians over ``--repeats`` timed calls after a
-warm-up call. ``--hlo`` prints each convolution of the compiled looped program with its
-dimension labels and layouts (the canonical, fast form reads ``b01f_01io->b01f``).
+step: the median over max(3, ⌈repeats/steps⌉) calls, so at least ``--repeats`` steps are
+timed); "one step" times a jitted gradient alone (median of ``--repeats`` calls). Every
+function is called once first to compile and warm up. ``--hlo`` prints each convolution of the
+compiled looped program with its
+dimension labels and layouts (the canonical, fast form reads ``b01f_01io->b01f``). ``--dw`` times
+the weight gradient of simple_cnn's second conv alone, written three ways (see _dw_variants).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import statistics
 import time
@@ -60,12 +64,53 @@ def conv_lines(compiled_text):
     return out
 
 
+def _dw_variants(batch, steps, repeats):
+    """dw of a 3x3 SAME conv, x (N, 14, 14, 32), dy (N, 14, 14, 64), alone and summed inside lax.scan.
+
+    canonical: fnn's form, a b01f_01io->b01f conv of transposed operands; roles: the same conv
+    with the roles named by dimension_numbers only (what autodiff emits); patches: im2col and a
+    matmul.
+    """
+    from jax import lax
+
+    k1, k2 = jax.random.split(jax.random.key(1))
+    xs = jax.random.normal(k1, (steps, batch, 14, 14, 32), jnp.float32)
+    dys = jax.random.normal(k2, (steps, batch, 14, 14, 64), jnp.float32)
+    nhwc = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+    pads = [(1, 1), (1, 1)]
+
+    def canonical(x, dy):
+        dw = lax.conv_general_dilated(x.transpose(3, 1, 2, 0), dy.transpose(1, 2, 0, 3), (1, 1), pads,
+                                      dimension_numbers=nhwc)
+        return dw.transpose(1, 2, 0, 3)
+
+    def roles(x, dy):
+        return lax.conv_general_dilated(x, dy, (1, 1), pads, dimension_numbers=("CHWN", "IHWO", "HWNC"))
+
+    def patches(x, dy):
+        p = lax.conv_general_dilated_patches(x, (3, 3), (1, 1), pads,
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return jnp.einsum("nhwk,nhwo->ko", p, dy).reshape(32, 3, 3, 64).transpose(1, 2, 0, 3)
+
+    print(f"\nweight gradient of a 3x3 conv 32->64 at 14x14, batch {batch} (ms)")
+    print(f"{'form':<12}{'alone':>10}{'in scan/step':>14}")
+    for name, f in (("canonical", canonical), ("roles", roles), ("patches", patches)):
+        def body(acc, b, f=f):
+            return acc + f(*b), None
+        one = jax.jit(f)
+        loop = jax.jit(lambda xs, dys, body=body: lax.scan(body, jnp.zeros((3, 3, 32, 64)), (xs, dys))[0])
+        t_one = _median_time(one, xs[0], dys[0], repeats=repeats)
+        t_loop = _median_time(loop, xs, dys, repeats=max(3, math.ceil(repeats / steps))) / steps
+        print(f"{name:<12}{1e3 * t_one:>10.1f}{1e3 * t_loop:>14.1f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=5, help="batches per lax.scan")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--hlo", action="store_true", help="print the convolutions of the compiled scan")
+    ap.add_argument("--dw", action="store_true", help="also time the weight-gradient conv written three ways")
     args = ap.parse_args()
 
     model = simple_cnn()
@@ -82,7 +127,8 @@ def main():
     for mode in MODES:
         one, looped = build(mode, model, state)
         t_one = _median_time(one, params, xs[0], ys[0], repeats=args.repeats)
-        t_loop = _median_time(looped, params, xs, ys, repeats=args.repeats) / args.steps
+        calls = max(3, math.ceil(args.repeats / args.steps))
+        t_loop = _median_time(looped, params, xs, ys, repeats=calls) / args.steps
         rows[mode] = (t_one, t_loop)
         print(f"{mode:<12}{1e3 * t_one:>12.1f}{1e3 * t_loop:>14.1f}{t_loop / t_one:>12.2f}")
         if args.hlo:
@@ -93,6 +139,8 @@ def main():
     for mode in ("manual", "custom_vjp"):
         t_one, t_loop = rows[mode]
         print(f"{mode} / autodiff: one step {t_one / base_one:.2f}x, looped {t_loop / base_loop:.2f}x")
+    if args.dw:
+        _dw_variants(args.batch, args.steps, args.repeats)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ def _for_input(name: str, net: Layer, input_shape) -> Layer:
 
     def init(key, shape):
         if tuple(shape) != expected:
-            raise ValueError(f"{name}: built for input_shape {fmt_shape(expected)}, got {fmt_shape(tuple(shape))}")
+            raise ValueError(f"{name}: built for input_shape {fmt_shape(expected)}, "
+                             f"got {fmt_shape(tuple(shape))}")
         return net.init(key, expected)
 
     def apply(params, state, x, *, key=None, train=False):
@@ -57,7 +58,8 @@ def _nd(name, input_shape):
     return len(shape) - 1
 
 
-def mlp(sizes: Sequence[int], activation: Callable | Layer = Relu, *, dropout: float = 0.0, **dense_kwargs) -> Layer:
+def mlp(sizes: Sequence[int], activation: Callable | Layer = Relu, *, dropout: float = 0.0,
+        **dense_kwargs) -> Layer:
     """Multilayer perceptron: sizes = (input, hidden..., output), e.g. mlp((784, 256, 256, 10)).
 
     Dense → activation (→ Dropout) for every hidden size, then a Dense output (logits).
@@ -139,7 +141,8 @@ def vgg(num_classes: int = 10, input_shape=(28, 28, 1), stages: Sequence[Sequenc
     layers = []
     for stage in stages:
         for c in stage:
-            layers += [_conv(nd, c, use_bias=not batch_norm)] + ([BatchNorm()] if batch_norm else []) + [Relu()]
+            bn = [BatchNorm()] if batch_norm else []
+            layers += [_conv(nd, c, use_bias=not batch_norm), *bn, Relu()]
         layers.append(MaxPool((2,) * nd))
     layers += [Flatten(), Dense(hidden), Relu()] + ([Dropout(drop)] if drop else []) + [Dense(num_classes)]
     return _for_input("vgg", serial(*layers), input_shape)
@@ -160,14 +163,14 @@ def resnet(num_classes: int = 10, input_shape=(28, 28, 1), stages: Sequence[int]
             s = 2 if i > 0 and j == 0 else 1
             block = serial(_conv(nd, c, strides=s, use_bias=False), BatchNorm(), Relu(),
                            _conv(nd, c, use_bias=False), BatchNorm())
-            shortcut = serial(_conv(nd, c, 1, strides=s, use_bias=False), BatchNorm()) if (i > 0 and j == 0) else None
+            shortcut = serial(_conv(nd, c, 1, strides=s, use_bias=False), BatchNorm()) if s > 1 else None
             layers += [Residual(block, shortcut), Relu()]
     layers += [GlobalAvgPool(), Dense(num_classes)]
     return _for_input("resnet", serial(*layers), input_shape)
 
 
-def bn_cnn(num_classes: int = 10, input_shape=(28, 28, 1), widths: Sequence[int] = (32, 64), hidden: int = 256,
-           conv_dropout: float = 0.25, dropout: float = 0.5) -> Layer:
+def bn_cnn(num_classes: int = 10, input_shape=(28, 28, 1), widths: Sequence[int] = (32, 64),
+           hidden: int = 256, conv_dropout: float = 0.25, dropout: float = 0.5) -> Layer:
     """A BatchNorm + Dropout conv net meant for ≥ 93% on Fashion-MNIST.
 
     Per width c: [Conv c 3x3 SAME (no bias) - BN - ReLU] x 2, MaxPool 2, Dropout(conv_dropout);

@@ -35,7 +35,8 @@ def _ints(name: str, what: str, value, nd: int) -> tuple[int, ...]:
     """An int (the same for every spatial dim) or a tuple of nd positive ints."""
     seq = (value,) * nd if _is_int(value) else value
     if not isinstance(seq, (tuple, list)) or len(seq) != nd or not all(_is_int(v) and v > 0 for v in seq):
-        raise ValueError(f"{name}: {what} must be a positive int or a tuple of {nd} positive ints, got {value!r}")
+        raise ValueError(f"{name}: {what} must be a positive int or a tuple of {nd} positive ints, "
+                         f"got {value!r}")
     return tuple(int(v) for v in seq)
 
 
@@ -43,11 +44,10 @@ def _padding_spec(name: str, padding, nd: int):
     """'VALID' | 'SAME' | 'FULL' (any case), or nd (low, high) pairs of non-negative ints."""
     if isinstance(padding, str) and padding.upper() in PADDINGS:
         return padding.upper()
-    if _is_int(padding):
-        padding = (padding,) * nd
-    if isinstance(padding, (tuple, list)) and len(padding) == nd:
+    seq = (padding,) * nd if _is_int(padding) else padding
+    if isinstance(seq, (tuple, list)) and len(seq) == nd:
         pairs = tuple((p, p) if _is_int(p) else tuple(p) if isinstance(p, (tuple, list)) else None
-                      for p in padding)
+                      for p in seq)
         if all(p is not None and len(p) == 2 and all(_is_int(v) and v >= 0 for v in p) for p in pairs):
             return tuple((int(lo), int(hi)) for lo, hi in pairs)
     raise ValueError(f"{name}: padding must be 'VALID', 'SAME', 'FULL', a non-negative int or {nd} "
@@ -61,7 +61,8 @@ def _pads(spec, spatial, k_eff, strides) -> tuple[tuple[int, int], ...]:
     if spec == "FULL":
         return tuple((k - 1, k - 1) for k in k_eff)
     if spec == "SAME":
-        totals = [max((-(-i // s) - 1) * s + k - i, 0) for i, k, s in zip(spatial, k_eff, strides, strict=True)]
+        totals = [max((-(-i // s) - 1) * s + k - i, 0)
+                  for i, k, s in zip(spatial, k_eff, strides, strict=True)]
         return tuple((t // 2, t - t // 2) for t in totals)
     return spec
 
@@ -119,8 +120,8 @@ def _input_grad(dy, w, strides, dilation, pads, rem):
     dx = lax.conv_general_dilated(dy, w_t, (1,) * nd, dx_pads, lhs_dilation=strides, rhs_dilation=dilation,
                                   dimension_numbers=_dims(nd))
     if any(extra):
-        dx = lax.slice(dx, (0,) * dx.ndim, (dx.shape[0], *(n - e for n, e in zip(dx.shape[1:-1], extra,
-                                                                                  strict=True)), dx.shape[-1]))
+        ends = [n - e for n, e in zip(dx.shape[1:-1], extra, strict=True)]
+        dx = lax.slice(dx, (0,) * dx.ndim, (dx.shape[0], *ends, dx.shape[-1]))
     return dx
 
 
@@ -137,7 +138,8 @@ def _weight_grad(xp, dy, strides, dilation, pads, rem):
     lhs = xp.transpose(nd + 1, *sp, 0)
     rhs = dy.transpose(*sp, 0, nd + 1)
     dw_pads = [(lo, hi - r) for (lo, hi), r in zip(pads, rem, strict=True)]
-    dw = lax.conv_general_dilated(lhs, rhs, dilation, dw_pads, rhs_dilation=strides, dimension_numbers=_dims(nd))
+    dw = lax.conv_general_dilated(lhs, rhs, dilation, dw_pads, rhs_dilation=strides,
+                                  dimension_numbers=_dims(nd))
     return dw.transpose(*sp, 0, nd + 1)
 
 
@@ -236,7 +238,8 @@ def _fixed_rank(nd: int):
         if _is_int(kernel_size):
             kernel_size = (kernel_size,) * nd
         elif not isinstance(kernel_size, (tuple, list)) or len(kernel_size) != nd:
-            raise ValueError(f"Conv{nd}D: kernel_size must be an int or a tuple of {nd} ints, got {kernel_size!r}")
+            raise ValueError(f"Conv{nd}D: kernel_size must be an int or a tuple of {nd} ints, "
+                             f"got {kernel_size!r}")
         return Conv(out_channels, tuple(kernel_size), **kwargs)
 
     make.__name__ = make.__qualname__ = f"Conv{nd}D"

@@ -19,7 +19,8 @@ from fnn.core import (
 )
 
 
-def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis: int = -1, running_var: str = "unbiased") -> Layer:
+def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis: int = -1,
+              running_var: str = "unbiased") -> Layer:
     """y = scale·(x − μ)/√(σ² + eps) + bias, per channel, statistics over every axis but `axis`.
 
     train=True normalizes with the batch mean μ and the biased batch variance σ², and returns
@@ -50,7 +51,8 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis: int = -1, running_
         """The channel axis of an x of rank ndim (batch axis included)."""
         a = axis + ndim if axis < 0 else axis
         if not 1 <= a < ndim:
-            raise ValueError(f"{name}: axis {axis} is out of range for x of rank {ndim} (axis 0 is the batch)")
+            raise ValueError(f"{name}: axis {axis} is out of range for x of rank {ndim} "
+                             f"(axis 0 is the batch)")
         return a
 
     def _setup(params, state, x):
@@ -71,7 +73,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis: int = -1, running_
         return reduce, tuple(c if i == a else 1 for i in range(x.ndim)), math.prod(x.shape) // c
 
     def _stats(params, state, x, train):
-        """(x̂, 1/√(σ² + eps), batch mean, batch variance) in the common dtype; stats shaped for broadcasting."""
+        """x̂, 1/√(σ² + eps), μ, σ² (common dtype, shaped for broadcasting), reduced axes, bshape, n."""
         reduce, bshape, n = _setup(params, state, x)
         x, scale = promote(x, params["scale"])
         if train:

@@ -32,7 +32,8 @@ def _pool(kind: str, window, strides, padding, count_include_pad: bool = True) -
     strides = window if strides is None else _ints(f"{kind}{nd}D", "strides", strides, nd)
     spec = _padding_spec(f"{kind}{nd}D", padding, nd)
     if spec == "FULL":
-        raise ValueError(f"{kind}{nd}D: padding 'FULL' would make windows of padding only; use 'SAME' or ints")
+        raise ValueError(f"{kind}{nd}D: padding 'FULL' would make windows of padding only; "
+                         f"use 'SAME' or ints")
     parts = ["x".join(map(str, window))] + ([f"strides={strides}"] if strides != window else []) \
         + ([] if spec == "VALID" else [spec if isinstance(spec, str) else f"padding={spec}"]) \
         + (["count_include_pad=False"] if kind == "AvgPool" and not count_include_pad else [])
@@ -88,8 +89,8 @@ def _pool(kind: str, window, strides, padding, count_include_pad: bool = True) -
         span = [(o - 1) * s + 1 for o, s in zip(out, strides, strict=True)]
 
         def patch(k):  # x_pad[:, k + o·s, :] for every output position o: (N, *O, C)
-            return lax.slice(xp, (0, *k, 0), (xp.shape[0], *(a + b for a, b in zip(k, span, strict=True)), xp.shape[-1]),
-                             (1, *strides, 1))
+            ends = [a + b for a, b in zip(k, span, strict=True)]
+            return lax.slice(xp, (0, *k, 0), (xp.shape[0], *ends, xp.shape[-1]), (1, *strides, 1))
 
         if kind == "AvgPool":
             grads = [dy / _count(x.shape[1:-1], pads, x.dtype)] * len(starts)
@@ -99,10 +100,11 @@ def _pool(kind: str, window, strides, padding, count_include_pad: bool = True) -
             grads = [jnp.where(winner == i, dy, zero) for i in range(len(starts))]
         dxp = jnp.zeros(xp.shape, x.dtype)
         for k, g in zip(starts, grads, strict=True):  # scatter back: cell o of patch k sits at k + o·s
-            cfg = [(0, 0, 0)] + [(a, p - a - sp, s - 1) for a, p, sp, s in zip(k, xp.shape[1:-1], span, strides, strict=True)]
-            dxp = dxp + lax.pad(g, zero, cfg + [(0, 0, 0)])
-        dx = lax.slice(dxp, (0, *(lo for lo, _ in pads), 0),
-                       (x.shape[0], *(lo + i for (lo, _), i in zip(pads, x.shape[1:-1], strict=True)), x.shape[-1]))
+            cfg = [(a, p - a - sp, s - 1)
+                   for a, p, sp, s in zip(k, xp.shape[1:-1], span, strides, strict=True)]
+            dxp = dxp + lax.pad(g, zero, [(0, 0, 0), *cfg, (0, 0, 0)])
+        ends = [lo + i for (lo, _), i in zip(pads, x.shape[1:-1], strict=True)]
+        dx = lax.slice(dxp, (0, *(lo for lo, _ in pads), 0), (x.shape[0], *ends, x.shape[-1]))
         return {}, dx
 
     return Layer(name, init, apply, backward)
@@ -132,7 +134,8 @@ def _fixed_rank(make, nd: int):
     def pool(window, strides=None, padding="VALID", **kwargs) -> Layer:
         as_tuple = lambda v: (v,) * nd if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
         if isinstance(window, (tuple, list)) and len(window) != nd:
-            raise ValueError(f"{make.__name__}{nd}D: window must be an int or a tuple of {nd} ints, got {window!r}")
+            raise ValueError(f"{make.__name__}{nd}D: window must be an int or a tuple of {nd} ints, "
+                             f"got {window!r}")
         return make(as_tuple(window), None if strides is None else as_tuple(strides), padding, **kwargs)
 
     pool.__name__ = pool.__qualname__ = f"{make.__name__}{nd}D"

@@ -20,7 +20,8 @@ def test_batchnorm2d_train_steps_and_eval(momentum, eps, key):
         ref.bias.copy_(torch.tensor([0.1, 0.2, -0.3], dtype=torch.float64))
     layer = BatchNorm(momentum=momentum, eps=eps, axis=1)
     _, _, state = layer.init(key, (c, 4, 5))
-    params = {"scale": jnp.array([1.5, -0.5, 2.0], jnp.float64), "bias": jnp.array([0.1, 0.2, -0.3], jnp.float64)}
+    params = {"scale": jnp.array([1.5, -0.5, 2.0], jnp.float64),
+              "bias": jnp.array([0.1, 0.2, -0.3], jnp.float64)}
     step = jax.jit(lambda params, state, x, dy: (layer.apply(params, state, x, train=True),
                                                  layer.backward(params, state, x, dy, train=True)))
     for k in jax.random.split(key, 4):
@@ -43,7 +44,8 @@ def test_batchnorm2d_train_steps_and_eval(momentum, eps, key):
     ref.eval()
     x = jax.random.normal(jax.random.key(7), (2, c, 4, 5), jnp.float64)
     y_eval, _ = layer.apply(params, state, x, train=False)
-    np.testing.assert_allclose(y_eval, ref(torch.tensor(np.asarray(x))).detach().numpy(), rtol=1e-5, atol=1e-6)
+    y_ref = ref(torch.tensor(np.asarray(x))).detach().numpy()
+    np.testing.assert_allclose(y_eval, y_ref, rtol=1e-5, atol=1e-6)
 
 
 def test_batchnorm1d_channels_last_and_biased_running_var(key):
