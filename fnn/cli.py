@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--grad-mode", choices=GRAD_MODES, default="auto",
                    help="gradients: 'auto' is custom_vjp (the layers' own backward as VJP) on CPU, "
                         "autodiff on GPU/TPU (default: %(default)s)")
+    t.add_argument("--compute-dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="dtype of the forward and backward passes; parameters, optimizer state and loss "
+                        "stay float32 (fnn.precision) (default: %(default)s)")
     t.add_argument("--val-fraction", type=_fraction, default=0.1,
                    help="fraction of the training images held out for validation, 0 for none "
                         "(default: %(default)s)")
@@ -210,7 +213,8 @@ def train(args) -> int:
             batch_size=args.batch_size, key=fit_key, val_data=val, fused=not args.per_step,
             grad_mode=args.grad_mode, plateau=plateau, early_stopping=args.early_stopping,
             callbacks=(print_row,), progress=not args.no_progress, checkpoint_dir=out,
-            resume=args.resume, learning_rate=args.lr)
+            resume=args.resume, learning_rate=args.lr,
+            compute_dtype=None if args.compute_dtype == "float32" else args.compute_dtype)
     except ValueError as e:
         _log(f"fnn train: error: {e}")
         return 2
@@ -250,6 +254,7 @@ def train(args) -> int:
         "dataset": ds.name,
         "sample_data": ds.is_sample,
         "grad_mode": args.grad_mode,
+        "compute_dtype": args.compute_dtype,
         "stop_reason": history.stop_reason,
         "out": str(out),
     }
