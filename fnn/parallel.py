@@ -24,6 +24,8 @@ What goes where (``DataParallel`` holds the three shardings):
 BatchNorm sees the statistics of the whole batch (the partitioner reduces across devices),
 and dropout draws the same mask as on one device: the result does not depend on the number
 of devices. ``batch_size`` must be a multiple of the mesh axis size (``ValueError`` if not).
+The validation pass (``evaluate``) is not split: it runs with the replicated parameters, the
+whole validation set on every device.
 
 Meshes and axis types
 ---------------------
@@ -35,9 +37,10 @@ contraction over the sharded batch axis in a hand-written ``x.T @ dy``, then nee
 ``Auto`` (``as_auto_mesh``); ``data_mesh`` builds Auto meshes directly. A user mesh with
 ``Explicit`` axes is accepted, and arrays come back sharded over its Auto twin. ``fit`` runs
 under ``jax.set_mesh`` of that Auto mesh (``with_mesh_context``), so it also works inside a
-caller's ``with jax.set_mesh(explicit_mesh):`` block. Other mesh axes
-(for example a "model" axis of a 2-D mesh) are ignored by data parallelism: parameters are
-replicated over them too, so only ``batch_axis`` (a name or a tuple of names) splits work.
+caller's ``with jax.set_mesh(explicit_mesh):`` block (arrays made there, such as the key, are
+moved to the twin). Other mesh axes (for example a "model" axis of a 2-D mesh) are ignored by
+data parallelism: parameters are replicated over them too, so only ``batch_axis`` (a name or a
+tuple of names) splits work.
 
 Many hosts
 ----------

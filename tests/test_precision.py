@@ -191,3 +191,10 @@ def test_maxpool_backward_in_bfloat16(key):
     x = jax.random.normal(key, (2, 4, 4, 1), jnp.float32)
     (_, _), grads = value_and_grad(net, CE, "manual")(params, state, x, jnp.arange(2))
     assert dtypes(grads) == {F32}
+
+
+def test_cli_has_a_compute_dtype_flag():
+    from fnn.cli import build_parser
+
+    assert build_parser().parse_args(["train", "--compute-dtype", "bfloat16"]).compute_dtype == "bfloat16"
+    assert build_parser().parse_args(["train"]).compute_dtype == "float32"
