@@ -121,10 +121,12 @@ def restore_params_into_other_shape(tmp_path):
     return checkpoint.restore(tmp_path / "p.fnn", WIDE_P)
 
 
+# The learning rate explodes at the first step of epoch 2 (steps 0-3 are epoch 1).
+BOOM = optim.sgd(lambda count: jnp.where(count < 4, 0.05, 1e38))
+
+
 def exploding_fit():
-    """The learning rate explodes at the first step of epoch 2 (steps 0-3 are epoch 1)."""
-    boom = optim.sgd(lambda count: jnp.where(count < 4, 0.05, 1e38))
-    return train(optimizer=boom, epochs=3)
+    return train(optimizer=BOOM, epochs=3)
 
 
 # ---------------------------------------------------------------------------------------- rows
@@ -411,3 +413,32 @@ def test_nan_input_to_a_layer_propagates_under_jit():
     evaluate and Standardizer check their data for NaN/Inf once, before any compiled code runs."""
     y, _ = jax.jit(DENSE.apply)(DENSE_P, {}, jnp.asarray(replaced(np.ones((2, 3), np.float32), (0, 0))))
     assert np.isnan(np.asarray(y[0])).all() and np.isfinite(np.asarray(y[1])).all()
+
+
+# ----------------------------------------------------------------------------------------
+# The NaN/Inf guard: the state it keeps can be checkpointed; debug_nans names the operation
+
+
+def test_nonfinite_stop_keeps_a_checkpointable_state_and_debug_nans_locates_it(tmp_path):
+    """Row inf_loss_during_training, further: the checkpoint on disk is epoch 1's, the returned
+    state saves and restores, and debug_nans=True (per-step checks, then the bad step re-run
+    eagerly under jax.debug_nans/debug_infs) stops with the same state and names the operation."""
+    with pytest.warns(RuntimeWarning, match=r"\(fit\(\.\.\., debug_nans=True\) finds the operation\)"):
+        ts, history = train(optimizer=BOOM, epochs=3, checkpoint_dir=tmp_path / "a")
+    assert len(history) == 1 and checkpoint.read_metadata(tmp_path / "a" / "checkpoint.fnn")["epoch"] == 1
+    on_disk = checkpoint.restore(tmp_path / "a" / "checkpoint.fnn",
+                                 {"train_state": ts, "plateau": None, "best": None})["train_state"]
+    checkpoint.save(tmp_path / "kept.fnn", ts)
+    kept = checkpoint.restore(tmp_path / "kept.fnn", ts)
+    for a, b, c in zip(jax.tree.leaves(ts.params), jax.tree.leaves(on_disk.params),
+                       jax.tree.leaves(kept.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
+        assert np.isfinite(np.asarray(a)).all()
+
+    located = r"jax.debug_nans: invalid value \((nan|inf)\) encountered in \w+ at .*\.py:\d+ \(\w+\)"
+    with pytest.warns(RuntimeWarning, match=r"at epoch 2, step \d+ of 4 .*" + located) as record:
+        ts_debug, history_debug = train(optimizer=BOOM, epochs=3, debug_nans=True)
+    assert len(history_debug) == 1 and history_debug.stop_reason == str(record[-1].message)
+    for a, b in zip(jax.tree.leaves(ts.params), jax.tree.leaves(ts_debug.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
