@@ -88,8 +88,9 @@ def adam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     bias_correction = bool(bias_correction)
 
     def init(params):
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        return AdamState(count=zero_count(), m=zeros, v=zeros)
+        # Two separate buffers: aliasing m and v would break buffer donation under jit.
+        return AdamState(count=zero_count(), m=jax.tree.map(jnp.zeros_like, params),
+                         v=jax.tree.map(jnp.zeros_like, params))
 
     def update(grads, state, params=None, **extra):
         check_grads(name, state.m, grads)
@@ -118,8 +119,9 @@ def adamw(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     wd = check_nonneg(name, "weight_decay", weight_decay)
 
     def init(params):
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        return AdamState(count=zero_count(), m=zeros, v=zeros)
+        # Two separate buffers: aliasing m and v would break buffer donation under jit.
+        return AdamState(count=zero_count(), m=jax.tree.map(jnp.zeros_like, params),
+                         v=jax.tree.map(jnp.zeros_like, params))
 
     def update(grads, state, params=None, **extra):
         if params is None:
