@@ -67,10 +67,11 @@ def main() -> None:
               f"train loss {history.train_loss[-1]:.4f}, "
               f"{time.perf_counter() - t0:.1f} s (compile {history.compile_seconds:.1f} s); params on "
               f"{len(leaf.sharding.device_set)} device(s)")
-    diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-             for a, b in zip(jax.tree.leaves(runs["mesh"].params), jax.tree.leaves(runs["one device"].params),
-                             strict=True)]
-    print(f"largest |params(mesh) - params(one device)| = {max(diffs):.2e}")
+    pairs = zip(jax.tree.leaves(runs["mesh"].params), jax.tree.leaves(runs["one device"].params), strict=True)
+    diffs = np.concatenate([np.abs(np.asarray(a) - np.asarray(b)).ravel() for a, b in pairs])
+    # The mesh sums each gradient in another order: ~1e-7 apart after one step. Training then
+    # amplifies such rounding differences (adam most where a gradient is near zero).
+    print(f"|params(mesh) - params(one device)|: median {np.median(diffs):.1e}, largest {diffs.max():.1e}")
 
 
 if __name__ == "__main__":
