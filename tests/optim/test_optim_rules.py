@@ -322,3 +322,13 @@ def test_learning_rate_can_be_vmapped_for_hyperparameter_search():
     batched = jax.vmap(first_update)(jnp.array([0.1, 0.01]))
     np.testing.assert_allclose(batched[0], first_update(0.1), rtol=1e-15)
     np.testing.assert_allclose(batched[1], first_update(0.01), rtol=1e-15)
+
+
+def test_adam_moments_are_separate_buffers_so_state_can_be_donated():
+    import jax.numpy as jnp
+
+    from fnn import optim as _optim
+
+    for rule in (_optim.adam(1e-3), _optim.adamw(1e-3)):
+        state = rule.init({"w": jnp.ones(3)})
+        assert state.m["w"] is not state.v["w"]
