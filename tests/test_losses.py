@@ -129,7 +129,8 @@ def test_categorical_label_errors(loss):
         loss.value(pred, jnp.array([0, 1, 4]))
     with pytest.raises(ValueError, match=r"got values in \[-1, 1\]"):
         loss.value(pred, jnp.array([0, 1, -1]))
-    with pytest.raises(ValueError, match=r"one-hot/probability labels must have the shape of pred \(3, 4\), got \(3, 5\)"):
+    with pytest.raises(ValueError,
+                       match=r"one-hot/probability labels must have the shape of pred \(3, 4\), got \(3, 5\)"):
         loss.value(pred, jnp.zeros((3, 5)))
     with pytest.raises(ValueError, match=r"integer labels must have shape \(N,\) = \(3,\)"):
         loss.value(pred, jnp.array([0, 1]))

@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import dims, seeds
 
-from fnn.core import Layer
 from fnn import losses
+from fnn.core import Layer
 from fnn.gradcheck import check_layer, check_model
 from fnn.layers.activation import Relu, Tanh
 from fnn.layers.combinators import Residual, Shared, serial
