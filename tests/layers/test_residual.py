@@ -45,11 +45,13 @@ def test_conv_residual_backward(size, c_in, c_out, stride, batch_norm, train, se
         assert params["shortcut"]["w"].shape == (1, 1, c_in, c_out) and "b" not in params["shortcut"]
 
 
-def test_explicit_bn_shortcut(key):
-    shortcut = serial(Conv2D(4, 1, strides=2, use_bias=False), BatchNorm())
-    layer = Residual(conv_block(4, 2, True), shortcut)
-    report = check_layer(layer, (4, 4, 2), key=key, batch_size=2, train=True, fd=False)
-    assert report.output_shape == (2, 2, 4)
+@pytest.mark.parametrize("d, m", [(3, 3), (3, 5)], ids=["identity", "projected"])
+def test_dense_residual_float32(d, m, key):
+    layer = Residual(serial(Dense(4), Relu(), Dense(m)))
+    report = check_layer(layer, (d,), key=key, dtype=jnp.float32, rtol=tol(jnp.float32))
+    assert report.output_shape == (m,)
+    params = jax.eval_shape(lambda k: layer.init(k, (d,))[1], key)
+    assert (params["shortcut"] == {}) == (d == m)
 
 
 def test_residual_threads_batchnorm_state(key):
