@@ -182,9 +182,6 @@ def test_fit_refuses_both_spellings(sample):
             compute_dtype=jnp.int32)
 
 
-@pytest.mark.xfail(reason="fnn/layers/pool.py: MaxPool's backward pads bfloat16 x with a float32 -inf "
-                          "(_fill builds it as -inf * np.ones((), dtype), which is float32 for bfloat16)",
-                   raises=TypeError, strict=False)
 def test_maxpool_backward_in_bfloat16(key):
     net = apply_policy(serial(Conv2D(2, 3, padding="SAME"), MaxPool((2, 2)), Flatten(), Dense(3)), Policy())
     _, params, state = net.init(key, (4, 4, 1))

@@ -52,7 +52,7 @@ def _pool(kind: str, window, strides, padding, count_include_pad: bool = True) -
 
     def _fill(dtype):
         """Padding value that never wins: -inf for max, +inf for min, 0 for the average's sum."""
-        return {"MaxPool": -jnp.inf, "MinPool": jnp.inf, "AvgPool": 0}[kind] * np.ones((), dtype)
+        return np.asarray({"MaxPool": -np.inf, "MinPool": np.inf, "AvgPool": 0}[kind], dtype)
 
     def _count(spatial, pads, dtype):
         """Divisor of the average per output cell: the window size, or only its cells inside x."""
