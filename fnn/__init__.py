@@ -4,7 +4,7 @@ Parameters are pytrees; layers are pure ``init``/``apply``/``backward`` function
 come from ``jax.grad`` or from every layer's hand-derived backward (``fnn.backprop``).
 """
 
-from fnn import checkpoint, data, init, layers, losses, models, optim, train
+from fnn import checkpoint, data, diagnostics, init, layers, losses, models, optim, parallel, precision, search, train
 from fnn.backprop import value_and_grad, with_own_vjp
 from fnn.core import Layer, Loss, Optimizer
 from fnn.gradcheck import check_layer, check_loss, check_model
@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Layer", "Loss", "Optimizer", "init", "layers", "losses", "models", "optim", "data", "train", "checkpoint",
+    "diagnostics", "search", "parallel", "precision",
     "fit", "evaluate", "train_step", "init_train_state", "TrainState", "History",
     "value_and_grad", "with_own_vjp", "check_layer", "check_loss", "check_model", *_layer_names,
 ]
