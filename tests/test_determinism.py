@@ -169,12 +169,6 @@ def test_no_key_reuse_in_train_steps_and_fit_with_dropout():
         train(grad_mode="autodiff", optimizer=opt)  # the fused epoch: scan over steps, shuffle
 
 
-@pytest.mark.xfail(strict=True, raises=jax.errors.KeyReuseError, reason=(
-    "known, by design: the hand-written backward passes regenerate Dropout's mask from the key the "
-    "forward pass used (serial splits the step key again in bwd, Dropout.backward redraws the "
-    "mask) instead of storing it. Same key, same mask: not a statistical reuse, but the checker "
-    "flags it; jax.random.clone at the regeneration points would mark it as intended. fit's "
-    "default grad_mode on CPU is custom_vjp, so fit cannot run under jax_debug_key_reuse today."))
 @pytest.mark.parametrize("mode", ["manual", "custom_vjp"])
 def test_hand_written_backward_under_key_reuse_checker(mode):
     x, y = make_data()

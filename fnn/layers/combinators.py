@@ -27,6 +27,13 @@ def _split(key, n):
     return (None,) * n if key is None else tuple(jax.random.split(key, n))
 
 
+def _again(key):
+    """The forward pass's key, used once more by the backward pass to regenerate the same
+    randomness (e.g. Dropout masks) instead of storing it; ``jax.random.clone`` tells JAX's
+    key-reuse checker that this second use is intended."""
+    return None if key is None else jax.random.clone(key)
+
+
 def serial(*layers: Layer) -> Layer:
     """Compose layers in sequence: y = fₙ(…f₂(f₁(x))).
 
@@ -65,7 +72,7 @@ def serial(*layers: Layer) -> Layer:
 
     def bwd(params, state, saved, dy, *, key=None, train=False):
         """Chain rule in reverse: dx of layer i is dy of layer i-1."""
-        keys = _split(key, n)
+        keys = _split(_again(key), n)
         dparams = [None] * n
         for i in reversed(range(n)):
             dparams[i], dy = layer_bwd(layers[i], params[i], state[i], saved[i], dy, key=keys[i], train=train)
@@ -176,7 +183,7 @@ def Residual(block: Layer, shortcut: Layer | None = None) -> Layer:
 
     def bwd(params, state, saved, dy, *, key=None, train=False):
         """dx = dy·∂block/∂x + dy·∂shortcut/∂x (the identity shortcut passes dy straight through)."""
-        kb, ks = _split(key, 2)
+        kb, ks = _split(_again(key), 2)
         saved_b, saved_s = saved
         dpb, dx = layer_bwd(block, params["block"], state["block"], saved_b, dy, key=kb, train=train)
         if saved_s is None:
@@ -224,7 +231,7 @@ def Shared(model: Layer) -> Layer:
     def bwd(params, state, saved, dy, *, key=None, train=False):
         """Weights are shared, so their gradient is the sum of each branch's gradient."""
         saved_x, states = saved
-        keys = _split(key, len(saved_x))
+        keys = _split(_again(key), len(saved_x))
         dparams, dxs = None, []
         for sv, si, dyi, ki in zip(saved_x, states, dy, keys):
             dp, dx = layer_bwd(model, params, si, sv, dyi, key=ki, train=train)

@@ -38,6 +38,7 @@ def Dropout(drop_rate: float) -> Layer:
         if not train or p == 0.0:
             return {}, dy
         check_key(name, key, train)
-        return {}, dy * _scale(dy, key)
+        # The forward's key again, to redraw the same mask; clone marks the reuse as intended.
+        return {}, dy * _scale(dy, jax.random.clone(key))
 
     return Layer(name, init, apply, backward)
