@@ -24,6 +24,7 @@ from fnn.layers import Conv, Dense, Flatten, MaxPool, Relu, serial
 from fnn.train import evaluate, fit, init_train_state, resolve_grad_mode, train_step
 
 SUBSET_BATCHES = 50   # the fused variants' step time: epochs of 50 batches
+SLOW_BATCHES = 10     # --quick, autodiff's fused conv nets on XLA:CPU: a 10-batch epoch, extrapolated
 
 
 def model_for(workload: str):
@@ -125,11 +126,12 @@ class FusedLoop(_Base):
     def measure(self, steps: int) -> dict:
         w, s = self.w, self.settings
         # Autodiff's conv weight gradient inside lax.scan is the slow path on XLA:CPU (see
-        # resolve_grad_mode): one 50-step epoch gives its step time; the full epoch is extrapolated.
-        sub_steps = min(SUBSET_BATCHES, steps)
+        # resolve_grad_mode): one 50-step epoch (--quick: 10) gives its step time, and the full
+        # epoch is extrapolated from it.
+        slow = self.mode == "autodiff" and jax.default_backend() == "cpu" and w.name != "mlp"
+        sub_steps = min(SLOW_BATCHES if slow and s.quick else SUBSET_BATCHES, steps)
         n_sub = sub_steps * w.batch
         whole = n_sub == len(self.x_np)   # --quick: the subset is the whole training set
-        slow = self.mode == "autodiff" and jax.default_backend() == "cpu"
         sub = (self.x_np[:n_sub], self.y_np[:n_sub])
         epochs = 1 if slow else 1 + s.fused_repeats
         common = dict(batch_size=w.batch, key=s.seed, fused=True, grad_mode=self.requested_mode,
