@@ -583,6 +583,43 @@ class Batches(NamedTuple):
     mask: jax.Array
 
 
+def epoch_indices(key: jax.Array, n: int, batch_size: int, *, remainder: str = "drop",
+                  mask_dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
+    """One epoch's shuffled example indices, cut into equal batches: what ``epoch_batches`` gathers.
+
+    ``fit``'s fused epoch scans over these and gathers each batch inside the scan
+    (``jnp.take(x, idx[i], axis=0)``), so no shuffled copy of the whole training set is made.
+    The permutation, the remainder rule and the mask are exactly ``epoch_batches``'s.
+
+    Args:
+      key: a PRNG key.
+      n: the number of examples N (static).
+      batch_size: examples per batch, at most N (static).
+      remainder: "drop" or "pad" (see ``epoch_batches``).
+      mask_dtype: dtype of the mask.
+
+    Returns:
+      ``(idx, mask)``: idx (steps, batch_size) int32 indices into the N examples, mask
+      (steps, batch_size) 1 for real examples and 0 for padding.
+    """
+    name = "epoch_indices"
+    check_choice(name, "remainder", remainder, ("drop", "pad"))
+    batch_size = check_positive_int(name, "batch_size", batch_size)
+    n = check_positive_int(name, "n", n)
+    if batch_size > n:
+        raise ValueError(f"{name}: batch_size={batch_size} is larger than the number of examples N={n}")
+    perm = jax.random.permutation(key, n)
+    if remainder == "drop":
+        steps = n // batch_size
+        idx = perm[: steps * batch_size]
+        mask = jnp.ones((steps, batch_size), mask_dtype)
+    else:
+        steps = -(-n // batch_size)
+        idx = jnp.concatenate([perm, perm[: steps * batch_size - n]])
+        mask = (jnp.arange(steps * batch_size) < n).astype(mask_dtype).reshape(steps, batch_size)
+    return idx.reshape(steps, batch_size).astype(jnp.int32), mask
+
+
 def epoch_batches(key: jax.Array, x, y, batch_size: int, *, remainder: str = "drop") -> Batches:
     """Shuffle on the device with `key` and cut one epoch into equal batches.
 
@@ -591,6 +628,9 @@ def epoch_batches(key: jax.Array, x, y, batch_size: int, *, remainder: str = "dr
     remainder="pad": ``steps = ceil(N / batch_size)``; the last batch is filled up with the
     first examples of the permutation, marked 0 in ``mask`` (each example appears exactly once
     with mask 1). Weight per-example losses by ``mask`` and divide by ``mask.sum()``.
+
+    This materializes a shuffled copy of x; ``epoch_indices`` gives the same batches as
+    indices to gather one at a time (what ``fit`` does).
 
     Jit-able with `batch_size` and `remainder` static:
     ``jax.jit(epoch_batches, static_argnames=("batch_size", "remainder"))``.
@@ -617,17 +657,10 @@ def epoch_batches(key: jax.Array, x, y, batch_size: int, *, remainder: str = "dr
         raise ValueError(f"{name}: batch_size={batch_size} is larger than the number of examples N={n}")
     x, y = jnp.asarray(x), jnp.asarray(y)
     mask_dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
-    perm = jax.random.permutation(key, n)
-    if remainder == "drop":
-        steps = n // batch_size
-        idx = perm[: steps * batch_size]
-        mask = jnp.ones((steps, batch_size), mask_dtype)
-    else:
-        steps = -(-n // batch_size)
-        idx = jnp.concatenate([perm, perm[: steps * batch_size - n]])
-        mask = (jnp.arange(steps * batch_size) < n).astype(mask_dtype).reshape(steps, batch_size)
-    xb = jnp.take(x, idx, axis=0).reshape((steps, batch_size) + x.shape[1:])
-    yb = jnp.take(y, idx, axis=0).reshape((steps, batch_size) + y.shape[1:])
+    idx, mask = epoch_indices(key, n, batch_size, remainder=remainder, mask_dtype=mask_dtype)
+    steps = idx.shape[0]
+    xb = jnp.take(x, idx.reshape(-1), axis=0).reshape((steps, batch_size) + x.shape[1:])
+    yb = jnp.take(y, idx.reshape(-1), axis=0).reshape((steps, batch_size) + y.shape[1:])
     return Batches(xb, yb, mask)
 
 

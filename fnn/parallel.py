@@ -15,8 +15,8 @@ What goes where (``DataParallel`` holds the three shardings):
 
 - params, state, optimizer state, key, step: replicated, ``NamedSharding(mesh, P())``;
 - one batch ``(B, ...)``: ``P(batch_axis)``, B / mesh.shape[batch_axis] examples per device;
-- the fused epoch's stacked batches ``(steps, B, ...)``: ``P(None, batch_axis)``, split along
-  the batch dimension (dim 1), so every scan step finds its examples spread over all devices;
+- the fused epoch's batch indices ``(steps, B)``: ``P(None, batch_axis)``, split along the
+  batch dimension (dim 1), so every scan step gathers its examples spread over all devices;
 - the training set of the fused epoch: replicated. Each device gathers its own slice of each
   batch from its copy, so no example moves between devices. Data that does not fit on one
   device goes through ``fit(..., fused=False)``, which places one batch at a time, split.
@@ -213,7 +213,7 @@ class DataParallel(NamedTuple):
         return jax.lax.with_sharding_constraint(tree, self.batch)
 
     def constrain_stacked(self, tree: Any) -> Any:
-        """Inside ``jit``: split every (steps, B, ...) leaf along B, dim 1."""
+        """Inside ``jit``: split every (steps, B, ...) leaf (stacked batches or their indices) along B, dim 1."""
         return jax.lax.with_sharding_constraint(tree, self.stacked)
 
     def constrain_replicated(self, tree: Any) -> Any:

@@ -1,7 +1,7 @@
 """Training: TrainState, a pure train_step, evaluate, fit (fused epochs or per-step), History.
 
 The fast path (``fit(..., fused=True)``) compiles one function per epoch: the permutation is
-drawn on the device (``fnn.data.epoch_batches``), ``lax.scan`` runs every step, per-step
+drawn on the device (``fnn.data.epoch_indices``), ``lax.scan`` runs every step (gathering its batch), per-step
 metrics are summed inside the scan, and the TrainState buffers are donated, so nothing
 returns to Python between steps. ``fused=False`` runs the same step body, jitted on its own,
 from a Python loop over host batches: for debugging and for data that does not fit on the
@@ -62,7 +62,7 @@ from fnn.core import (
     layer_bwd,
     layer_fwd,
 )
-from fnn.data import epoch_batches
+from fnn.data import epoch_indices
 from fnn.optim import apply_updates, global_norm
 from fnn.optim._base import default_float
 
@@ -612,11 +612,17 @@ def _programs(model, loss, optimizer, penalty, mode, batch_size, remainder, dp=N
 
     def epoch_fn(ts, x, y, lr_scale):
         k, perm_key = jax.random.split(ts.key)
-        b = epoch_batches(perm_key, x, y, batch_size, remainder=remainder)
+        mask_dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
+        idx, mask = epoch_indices(perm_key, x.shape[0], batch_size, remainder=remainder, mask_dtype=mask_dtype)
         if dp is not None:
-            b = dp.constrain_stacked(b)  # (steps, B, ...): split along B
-        (ts, acc), _ = jax.lax.scan(functools.partial(body, lr_scale=lr_scale),
-                                    (ts._replace(key=k), _acc0()), (b.x, b.y, b.mask))
+            idx, mask = dp.constrain_stacked((idx, mask))  # (steps, B): each device gathers its own rows
+
+        def gather_body(carry, batch):
+            # One batch gathered per step: no shuffled copy of the whole training set.
+            i, m = batch
+            return body(carry, (jnp.take(x, i, axis=0), jnp.take(y, i, axis=0), m), lr_scale)
+
+        (ts, acc), _ = jax.lax.scan(gather_body, (ts._replace(key=k), _acc0()), (idx, mask))
         return ts, _finish(ts, acc)
 
     def step_fn(carry, batch, lr_scale):

@@ -16,6 +16,7 @@ from fnn import data
 from fnn.data import (
     Standardizer,
     epoch_batches,
+    epoch_indices,
     iterate_batches,
     load_fashion_mnist,
     load_mnist,
@@ -382,6 +383,24 @@ def test_epoch_batches_pad_and_jit(key):
     for a, c in zip(bj, b, strict=True):
         np.testing.assert_array_equal(a, c)
     assert jitted(key, x, y, batch_size=3).x.shape == (3, 3, 1)
+
+
+@pytest.mark.parametrize("remainder", ["drop", "pad"])
+def test_epoch_indices_are_epoch_batches(key, remainder):
+    # fit gathers batch i as x[idx[i]] inside the scan: the same batches as epoch_batches.
+    x = np.arange(22, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
+    y = np.arange(22)
+    idx, mask = epoch_indices(key, 22, 5, remainder=remainder)
+    perm = np.asarray(jax.random.permutation(key, 22))  # the per-step loop's shuffle
+    want = perm[:20] if remainder == "drop" else np.concatenate([perm, perm[:3]])
+    np.testing.assert_array_equal(idx, want.reshape(-1, 5))
+    assert idx.dtype == jnp.int32
+    np.testing.assert_array_equal(np.asarray(mask).ravel(), (np.arange(want.size) < 22).astype(np.float32))
+    b = epoch_batches(key, x, y, 5, remainder=remainder)
+    np.testing.assert_array_equal(y[np.asarray(idx)], b.y)
+    np.testing.assert_array_equal(x[np.asarray(idx)], b.x)
+    with pytest.raises(ValueError, match="epoch_indices: batch_size=23 is larger than the number of examples N=22"):
+        epoch_indices(key, 22, 23)
 
 
 def test_epoch_batches_errors(key):

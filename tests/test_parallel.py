@@ -116,8 +116,8 @@ def test_eight_devices_in_one_process(tmp_path):
         assert case["param_dtypes"] == ["float32"], case
 
     # Compiled fused epoch of the conv net: the conv sees 32 / 8 = 4 examples per device, the
-    # stacked batches (3 steps, 32, ...) are split on dim 1 into (3, 4, ...), and an
-    # all-reduce sums the gradients.
+    # batch indices (3 steps, 32) are split on dim 1 into (3, 4), so no device gathers the
+    # global batch, and an all-reduce sums the gradients.
     hlo = result["hlo"]
     assert hlo["per_device_batch"] and not hlo["global_batch"] and hlo["stacked_per_device"], hlo
     assert hlo["all_reduce"] >= 1, hlo
