@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--early-stopping", type=_positive_int, default=None, metavar="PATIENCE",
                    help="stop after PATIENCE epochs without improvement; keep the best epoch")
     t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.fnn if it exists")
+    t.add_argument("--record-every", type=_positive_int, default=None, metavar="N",
+                   help="record per-layer gradient norms and update ratios every N steps "
+                        "(steps.jsonl and grad_norms.png under --out)")
     return parser
 
 
@@ -136,9 +139,11 @@ def _build_model(name: str, input_shape: tuple[int, ...], num_classes: int):
     if not hasattr(models, name):
         raise SystemExit(f"fnn train: error: fnn.models has no model {name!r} in this version")
     if name == "mlp":
+        from fnn.diagnostics import sublayers
         from fnn.layers.combinators import serial
         from fnn.layers.reshape import Flatten
-        return serial(Flatten(), models.mlp((math.prod(input_shape), 256, 256, num_classes)))
+        # One flat serial, so per-layer diagnostics (--record-every) see each Dense layer.
+        return serial(Flatten(), *sublayers(models.mlp((math.prod(input_shape), 256, 256, num_classes))))
     return getattr(models, name)(num_classes=num_classes, input_shape=input_shape)
 
 
@@ -213,7 +218,7 @@ def train(args) -> int:
             batch_size=args.batch_size, key=fit_key, val_data=val, fused=not args.per_step,
             grad_mode=args.grad_mode, plateau=plateau, early_stopping=args.early_stopping,
             callbacks=(print_row,), progress=not args.no_progress, checkpoint_dir=out,
-            resume=args.resume, learning_rate=args.lr,
+            resume=args.resume, learning_rate=args.lr, record_every=args.record_every,
             compute_dtype=None if args.compute_dtype == "float32" else args.compute_dtype)
     except ValueError as e:
         _log(f"fnn train: error: {e}")
@@ -229,13 +234,19 @@ def train(args) -> int:
     echo(format_confusion(result["confusion"], names), file=summary_file)
 
     history.save_jsonl(out / "history.jsonl")
+    written = ["history.jsonl", "curves.png", "confusion.png"]
+    if history.steps:
+        history.save_steps_jsonl(out / "steps.jsonl")
+        written += ["steps.jsonl", "grad_norms.png"]
     if len(history):
         try:
-            from fnn.plot import plot_confusion, plot_history
+            from fnn.plot import plot_confusion, plot_grad_norms, plot_history
             title = f"{args.model} on {ds.name}"
             plot_history(history, out / "curves.png", title=title)
             plot_confusion(result["confusion"], names, out / "confusion.png",
                            title=f"{title}: test accuracy {result['accuracy']:.4f}")
+            if history.steps:
+                plot_grad_norms(history, out / "grad_norms.png", title=f"{title}: per-layer gradients")
         except ImportError as e:
             _log(f"fnn train: skipping plots: {e}")
     train_seconds = float(sum(history["seconds"]))
@@ -259,7 +270,7 @@ def train(args) -> int:
         "out": str(out),
     }
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    _log(f"fnn train: wrote {out / 'checkpoint.fnn'}, history.jsonl, curves.png, confusion.png, results.json")
+    _log(f"fnn train: wrote {out / 'checkpoint.fnn'}, {', '.join(written)}, results.json")
     if args.json:
         sys.stdout.flush()
         print(json.dumps(report), flush=True)

@@ -11,10 +11,11 @@ One probe batch tells a lot about a network's health (Glorot & Bengio 2010; Karp
   ``detect_exploding``, ``detect_dead_units``, ``detect_saturation``.
 - ``overfit_one_batch``: a model that cannot drive the loss on one small batch near zero
   has a bug (a wrong gradient sign, a layer that does not learn, a broken init).
-- ``recorder``: a ``fit`` callback computing the report on a fixed probe batch at the end of
-  every N-th epoch (epoch granularity: ``fit``'s fused epoch is one compiled ``lax.scan``,
-  so per-step statistics would have to live inside it). ``fnn.plot.plot_grad_norms`` draws
-  what it records.
+- ``recorder``: a ``fit`` callback computing the full report (activations included) on a
+  fixed probe batch at the end of every N-th epoch.
+- Per step: ``fit(..., record_every=N)`` records each layer's gradient norm and update ratio
+  (on the training batch) every N steps from inside the fused epoch into ``History.steps``.
+  ``fnn.plot.plot_grad_norms`` draws either; ``detect_exploding`` reads either.
 
 Typical use::
 
@@ -445,6 +446,8 @@ def _series(obj) -> tuple[list[float], list[float], str | None]:
         return list(map(float, obj.grad_norms)), list(map(float, obj.losses)), None
     if isinstance(obj, Recorder):
         obj = obj.records
+    if _is_history(obj) and obj.steps:  # per-step records from fit(record_every=N)
+        return [r["grad_norm"] for r in obj.steps], [r["loss"] for r in obj.steps], obj.stop_reason
     if hasattr(obj, "records") and hasattr(obj, "stop_reason"):  # fnn.train.History
         recs = obj.records
         return ([r.get("grad_norm") for r in recs if r.get("grad_norm") is not None],
@@ -469,7 +472,8 @@ def detect_exploding(history_or_norms, *, growth: float = EXPLODING_GROWTH,
     value.
 
     Args:
-      history_or_norms: a ``fnn.train.History`` (per-epoch ``grad_norm`` and ``train_loss``),
+      history_or_norms: a ``fnn.train.History`` (its per-step records from
+        ``fit(record_every=N)`` when there are any, else per-epoch ``grad_norm`` and ``train_loss``),
         a ``Recorder`` or its records, an ``OverfitResult`` (per step), a dict with
         ``"grad_norm"`` and/or ``"loss"`` lists, or a sequence of gradient norms.
       growth: the gradient-norm growth factor threshold.
@@ -695,9 +699,22 @@ def recorder(model: Layer, loss: Loss, x_probe, y_probe, *, every: int = 1,
     return Recorder(model, loss, x_probe, y_probe, every=every, optimizer=optimizer, grad_mode=grad_mode)
 
 
+def _is_history(obj) -> bool:
+    """A ``fnn.train.History`` (duck-typed: train imports this module, not the other way round)."""
+    return hasattr(obj, "steps") and hasattr(obj, "layer_names") and hasattr(obj, "stop_reason")
+
+
 def records_to_series(records) -> tuple[list[int], dict[str, list[float]], dict[str, list[float]]]:
     """(x axis, grad norms per layer, update ratios per layer) from a Recorder, a list of
-    ``Record`` or a list of ``Report`` (x = record index then); layers without parameters are left out."""
+    ``Record`` or a list of ``Report`` (x = record index then), or a ``History`` from
+    ``fit(record_every=N)`` (x = global step); layers without parameters are left out."""
+    if _is_history(records):
+        xs = [r["step"] for r in records.steps]
+        grads = {name: [r["layer_grad_norms"][i] for r in records.steps]
+                 for i, name in enumerate(records.layer_names)}
+        ratios = {name: [r["layer_update_ratios"][i] for r in records.steps]
+                  for i, name in enumerate(records.layer_names)}
+        return xs, grads, ratios
     if isinstance(records, Recorder):
         records = records.records
     records = list(records)

@@ -256,11 +256,11 @@ class DataParallel(NamedTuple):
         return self._jit(self.wrap_step(step), (rep, bat, bat, bat, rep), donate)
 
     def jit_epoch(self, epoch_fn: Callable) -> Callable:
-        """``jax.jit`` of ``fit``'s fused epoch ``(ts, x, y, lr_scale) -> (ts, sums)``, all replicated."""
+        """``jax.jit`` of ``fit``'s fused epoch ``(ts, x, y, lr_scale) -> (ts, sums, steps)``, all replicated."""
         return self._jit(epoch_fn, (self.replicated,) * 4, True)
 
     def jit_carry_step(self, step_fn: Callable) -> Callable:
-        """``jax.jit`` of ``fit``'s per-step ``((ts, sums), (x, y, mask), lr_scale) -> (ts, sums)``."""
+        """``jax.jit`` of ``fit``'s per-step ``((ts, sums), (x, y, mask), lr_scale) -> ((ts, sums), step)``."""
         return self._jit(step_fn, (self.replicated, self.batch, self.replicated), True)
 
 

@@ -155,7 +155,8 @@ def plot_grad_norms(records, path: str | os.PathLike, *, title: str | None = Non
 
     Args:
       records: a ``fnn.diagnostics.Recorder`` (or its ``records``, or a list of ``Report``s,
-        plotted against their index), or a dict ``{layer label: [norm, ...]}`` (plotted
+        plotted against their index), a ``fnn.train.History`` from ``fit(record_every=N)``
+        (plotted against the global step), or a dict ``{layer label: [norm, ...]}`` (plotted
         against 0, 1, ...).
       path: the PNG file to write.
       title: an optional title over the panels.
@@ -172,13 +173,20 @@ def plot_grad_norms(records, path: str | os.PathLike, *, title: str | None = Non
         ratios: dict = {}
         xlabel_ = "record"
     else:
-        from fnn.diagnostics import Record, records_to_series
+        from fnn.diagnostics import Record, _is_history, records_to_series
 
-        if hasattr(records, "records"):
-            records = records.records
-        records = list(records)
-        xs, grads, ratios = records_to_series(records)
-        xlabel_ = "epoch" if records and isinstance(records[0], Record) else "record"
+        if _is_history(records):
+            if not records.steps:
+                raise ValueError("plot_grad_norms: this History has no per-step records; "
+                                 "train with fit(..., record_every=N)")
+            xs, grads, ratios = records_to_series(records)
+            xlabel_ = "step"
+        else:
+            if hasattr(records, "records"):
+                records = records.records
+            records = list(records)
+            xs, grads, ratios = records_to_series(records)
+            xlabel_ = "epoch" if records and isinstance(records[0], Record) else "record"
     xlabel_ = xlabel or xlabel_
     if not grads or not xs:
         raise ValueError("plot_grad_norms: no gradient norms to plot "
@@ -206,7 +214,8 @@ def plot_grad_norms(records, path: str | os.PathLike, *, title: str | None = Non
             if not pts:
                 continue
             px, py = zip(*pts, strict=True)
-            (line,) = ax.plot(px, py, "-o", color=colors.get(lab), label=lab, markersize=3.5, linewidth=1.6)
+            style = "-o" if len(xs) <= 60 else "-"  # markers only while they stay apart
+            (line,) = ax.plot(px, py, style, color=colors.get(lab), label=lab, markersize=3.5, linewidth=1.6)
             handles.setdefault(lab, line)
         ax.set_yscale("log")
         if kind == "ratio":

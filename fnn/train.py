@@ -211,8 +211,23 @@ def _tree_all_finite(tree) -> jax.Array:
 # One step
 
 
+def layer_groups(params) -> tuple:
+    """The parameter groups that per-layer statistics are taken over: one per top-level layer.
+
+    A ``serial`` model's params are a tuple with one entry per layer (empty for layers
+    without parameters); any other params tree is one group. ``fnn.diagnostics`` labels the
+    groups with the layers' names.
+    """
+    return tuple(params) if isinstance(params, (tuple, list)) else (params,)
+
+
+def _group_norms(tree) -> jax.Array:
+    """(G,) the l2 norm of each group of `tree` (0 for a group without arrays)."""
+    return jnp.stack([global_norm(g).astype(jnp.float32) for g in layer_groups(tree)])
+
+
 def train_step(model: Layer, loss: Loss, optimizer: Optimizer, *, grad_mode: str = "autodiff",
-               penalty: Loss | None = None, policy=None) -> Callable:
+               penalty: Loss | None = None, policy=None, layer_stats: bool = False) -> Callable:
     """Build a pure ``step(ts, x, y, mask=None, lr_scale=1.0) -> (ts, metrics)``.
 
     The gradient comes from ``fnn.backprop.value_and_grad(model, loss, mode, penalty=penalty)``;
@@ -233,6 +248,11 @@ def train_step(model: Layer, loss: Loss, optimizer: Optimizer, *, grad_mode: str
 
     ``policy``: a ``fnn.precision.Policy`` (or a compute dtype such as ``jnp.bfloat16``) for mixed
     precision: the step runs ``precision.apply_policy(model, policy)``.
+
+    ``layer_stats=True`` adds two (G,) float32 metrics, one entry per parameter group of
+    ``layer_groups(params)`` (per top-level layer of a ``serial``; 0 for layers without
+    parameters): ``layer_grad_norms`` (‖∂L/∂θ_i‖ of this batch) and ``layer_update_ratios``
+    (‖Δθ_i‖ / ‖θ_i‖ of this step's update, NaN where ‖θ_i‖ = 0). ``fit(record_every=N)`` records them.
     """
     mode = resolve_grad_mode(grad_mode)
     policy = precision.get_policy(policy, where="train_step")
@@ -262,6 +282,10 @@ def train_step(model: Layer, loss: Loss, optimizer: Optimizer, *, grad_mode: str
             jnp.float32), jnp.nan)
         metrics = {"loss": data_loss, "accuracy": accuracy, "grad_norm": gnorm,
                    "finite": jnp.isfinite(value) & jnp.isfinite(gnorm), "correct": correct, "count": count}
+        if layer_stats:
+            pnorms = _group_norms(ts.params)
+            metrics["layer_grad_norms"] = _group_norms(grads)
+            metrics["layer_update_ratios"] = jnp.where(pnorms > 0, _group_norms(updates) / pnorms, jnp.nan)
         return TrainState(params, new_state, opt_state, key, ts.step + 1), metrics
 
     return step
@@ -356,7 +380,10 @@ class History:
     training steps only (not compilation, not validation).
 
     Attributes besides the records: ``stop_reason`` (None, or why training ended early),
-    ``best_epoch`` (with early stopping), ``compile_seconds``.
+    ``best_epoch`` (with early stopping), ``compile_seconds``, and with
+    ``fit(record_every=N)`` the per-step records ``steps`` (dicts with ``epoch``, ``step``,
+    ``loss``, ``grad_norm``, ``layer_grad_norms`` and ``layer_update_ratios``, the last two
+    lists aligned with ``layer_names``); ``save_steps_jsonl`` writes them.
     """
 
     def __init__(self, records: Sequence[dict] = ()):
@@ -364,6 +391,8 @@ class History:
         self.stop_reason: str | None = None
         self.best_epoch: int | None = None
         self.compile_seconds: float | None = None
+        self.steps: list[dict] = []
+        self.layer_names: list[str] = []
 
     def append(self, record: dict) -> None:
         self.records.append({k: record.get(k) for k in FIELDS})
@@ -385,7 +414,8 @@ class History:
         raise AttributeError(field)
 
     def __repr__(self) -> str:
-        return f"History({len(self)} epochs, stop_reason={self.stop_reason!r})"
+        steps = f", {len(self.steps)} step records" if self.steps else ""
+        return f"History({len(self)} epochs{steps}, stop_reason={self.stop_reason!r})"
 
     def save_jsonl(self, path: str | os.PathLike) -> None:
         """One JSON object per line and per epoch (None for missing values)."""
@@ -394,6 +424,20 @@ class History:
         with open(path, "w", encoding="utf-8") as f:
             for r in self.records:
                 f.write(json.dumps(r, allow_nan=False) + "\n")
+
+    def save_steps_jsonl(self, path: str | os.PathLike) -> None:
+        """The per-step records, one JSON object per line, each with ``layer_names`` spelled out
+        as dicts ``{"layer_grad_norms": {name: value}, ...}`` (NaN/Inf written as null)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean = lambda v: v if math.isfinite(v) else None
+        with open(path, "w", encoding="utf-8") as f:
+            for r in self.steps:
+                row = {"epoch": r["epoch"], "step": r["step"], "loss": clean(r["loss"]),
+                       "grad_norm": clean(r["grad_norm"])}
+                for k in ("layer_grad_norms", "layer_update_ratios"):
+                    row[k] = {name: clean(v) for name, v in zip(self.layer_names, r[k], strict=True)}
+                f.write(json.dumps(row, allow_nan=False) + "\n")
 
     @classmethod
     def load_jsonl(cls, path: str | os.PathLike) -> History:
@@ -561,11 +605,16 @@ def _acc0() -> _Acc:
                 jnp.zeros((), i32))
 
 
-def _make_body(step: Callable, use_mask: bool) -> Callable:
+STEP_FIELDS = ("loss", "grad_norm", "layer_grad_norms", "layer_update_ratios")
+"""What ``fit(record_every=N)`` keeps of a step (``History.steps``): see ``train_step(layer_stats=True)``."""
+
+
+def _make_body(step: Callable, use_mask: bool, record: bool = False) -> Callable:
     """The scan body: one step, then add its metrics to the sums unless it (or an earlier one) was bad.
 
     Updates after a bad step are not undone here: ``fit`` rolls back to the state from before
-    the epoch, so the sums only have to ignore them.
+    the epoch, so the sums only have to ignore them. With `record`, the body also returns the
+    step's ``STEP_FIELDS`` (the scan stacks them over the epoch's steps); else None.
     """
     def body(carry, batch, lr_scale):
         ts, acc = carry
@@ -585,7 +634,7 @@ def _make_body(step: Callable, use_mask: bool) -> Callable:
             first_bad=jnp.where(first, acc.i, acc.first_bad),
             i=acc.i + 1,
             bad_what=jnp.where(first, what, acc.bad_what).astype(jnp.int32))
-        return (ts, acc), None
+        return (ts, acc), ({k: m[k] for k in STEP_FIELDS} if record else None)
 
     return body
 
@@ -599,16 +648,19 @@ def _finish(ts: TrainState, acc: _Acc) -> _Acc:
 
 
 class _Programs(NamedTuple):
-    epoch: Callable   # (ts, x, y, lr_scale) -> (ts, acc): one fused epoch, ts donated
-    step: Callable    # ((ts, acc), (x, y, mask), lr_scale) -> (ts, acc): one step, carry donated
+    epoch: Callable   # (ts, x, y, lr_scale) -> (ts, acc, steps): one fused epoch, ts donated
+    step: Callable    # ((ts, acc), (x, y, mask), lr_scale) -> ((ts, acc), step): one step, carry donated
     raw_step: Callable  # train_step itself, not jitted (debug_nans re-runs a bad step eagerly)
 
 
 @functools.lru_cache(maxsize=32)
-def _programs(model, loss, optimizer, penalty, mode, batch_size, remainder, dp=None) -> _Programs:
-    step = train_step(model, loss, optimizer, grad_mode=mode, penalty=penalty)
+def _programs(model, loss, optimizer, penalty, mode, batch_size, remainder, dp=None,
+              record: bool = False) -> _Programs:
+    """The jitted programs of ``fit``; `steps`/`step` in their results: the per-step STEP_FIELDS
+    (stacked over the epoch) with `record`, else None."""
+    step = train_step(model, loss, optimizer, grad_mode=mode, penalty=penalty, layer_stats=record)
     # Data parallel (dp: a fnn.parallel.DataParallel): batches split over the mesh, the rest replicated.
-    body = _make_body(step if dp is None else dp.wrap_step(step), use_mask=remainder == "pad")
+    body = _make_body(step if dp is None else dp.wrap_step(step), use_mask=remainder == "pad", record=record)
 
     def epoch_fn(ts, x, y, lr_scale):
         k, perm_key = jax.random.split(ts.key)
@@ -622,11 +674,11 @@ def _programs(model, loss, optimizer, penalty, mode, batch_size, remainder, dp=N
             i, m = batch
             return body(carry, (jnp.take(x, i, axis=0), jnp.take(y, i, axis=0), m), lr_scale)
 
-        (ts, acc), _ = jax.lax.scan(gather_body, (ts._replace(key=k), _acc0()), (idx, mask))
-        return ts, _finish(ts, acc)
+        (ts, acc), per_step = jax.lax.scan(gather_body, (ts._replace(key=k), _acc0()), (idx, mask))
+        return ts, _finish(ts, acc), per_step
 
     def step_fn(carry, batch, lr_scale):
-        return body(carry, batch, lr_scale)[0]
+        return body(carry, batch, lr_scale)
 
     if dp is not None:
         return _Programs(dp.jit_epoch(epoch_fn), dp.jit_carry_step(step_fn), step)
@@ -677,6 +729,38 @@ def _lr(learning_rate, step_count: int, scale: float):
     return base * scale
 
 
+def _group_labels(model: Layer, params) -> tuple[list[str], list[int]]:
+    """("[i] LayerName" labels, indices) of the groups of ``layer_groups(params)`` that hold
+    parameters, named as ``fnn.diagnostics`` names layers."""
+    from fnn.diagnostics import sublayers  # diagnostics imports nothing of train; imported late all the same
+
+    groups = layer_groups(params)
+    keep = [i for i, g in enumerate(groups) if jax.tree.leaves(g)]
+    layers = sublayers(model)
+    if layers is None or not isinstance(params, (tuple, list)) or len(layers) != len(groups):
+        if len(groups) == 1:  # not a serial: the whole model is one group
+            return [model.name] * len(keep), keep
+        return [f"[{i}]" for i in keep], keep
+    return [f"[{i}] {layers[i].name}" for i in keep], keep
+
+
+def _step_records(stacked: dict, epoch: int, step0: int, every: int, last: int | None,
+                  keep: list[int]) -> list[dict]:
+    """History.steps rows of one epoch: global steps 1 and every `every`-th (up to local `last`);
+    per-layer values of the groups `keep` (those with parameters)."""
+    out = []
+    n = len(stacked["loss"]) if last is None else last + 1
+    for j in range(n):
+        step = step0 + j + 1
+        if step != 1 and step % every:
+            continue
+        out.append({"epoch": epoch, "step": step, "loss": float(stacked["loss"][j]),
+                    "grad_norm": float(stacked["grad_norm"][j]),
+                    "layer_grad_norms": [float(stacked["layer_grad_norms"][j][i]) for i in keep],
+                    "layer_update_ratios": [float(stacked["layer_update_ratios"][j][i]) for i in keep]})
+    return out
+
+
 def _none_if_nan(v):
     return None if v is None or not math.isfinite(v) else float(v)
 
@@ -689,7 +773,7 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
         checkpoint_dir: str | os.PathLike | None = None, resume: bool = True, remainder: str = "drop",
         learning_rate=None, train_state: TrainState | None = None, eval_batch_size: int = 1000,
         debug_nans: bool = False, mesh=None, batch_axis: str = "data", compute_dtype=None,
-        policy=None) -> tuple[TrainState, History]:
+        policy=None, record_every: int | None = None) -> tuple[TrainState, History]:
     """Train `model` on `train_data` for `epochs` epochs.
 
     Each epoch draws a fresh permutation from the TrainState key and runs N // batch_size
@@ -762,6 +846,15 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
       compute_dtype: mixed precision (``fnn.precision``): e.g. ``jnp.bfloat16`` computes the
         forward and backward passes in bfloat16, with float32 parameters, optimizer state and loss.
       policy: a ``fnn.precision.Policy`` instead of `compute_dtype`.
+      record_every: record per-step statistics into ``History.steps`` at global step 1 and
+        every `record_every`-th step: the batch loss, the gradient norm, and per top-level
+        layer the gradient norm and the update/parameter norm ratio (see
+        ``train_step(layer_stats=True)``; ``History.layer_names`` labels them). They are
+        computed inside the fused epoch (its scan returns every step's values, and the host
+        keeps every N-th), so vanishing or exploding gradients show within an epoch.
+        ``fnn.plot.plot_grad_norms(history, path)`` draws them and
+        ``fnn.diagnostics.detect_exploding(history)`` reads them. A bad epoch's steps are
+        kept up to the first non-finite one. Not stored in checkpoints.
 
     Returns:
       ``(train_state, history)``.
@@ -792,6 +885,8 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
                              f"train_data x of shape {fmt_shape(x.shape[1:])}")
     if early_stopping is not None:
         early_stopping = check_positive_int(name, "early_stopping", early_stopping)
+    if record_every is not None:
+        record_every = check_positive_int(name, "record_every", record_every)
     mode = resolve_grad_mode(grad_mode)
     key = _as_key(name, key)
 
@@ -811,6 +906,8 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
 
     # Loop state beyond the TrainState.
     history = History()
+    recorded = _group_labels(model, ts.params) if record_every is not None else ([], [])
+    history.layer_names = recorded[0]
     plateau_state = plateau.init() if plateau is not None else None
     best_ts, best_metric, best_epoch, wait = None, math.inf, None, 0
     start_epoch = 0
@@ -826,6 +923,7 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
         restored = ckpt.restore(path, bundle(ts, plateau_state, ts))
         ts, plateau_state = restored["train_state"], restored["plateau"]
         history = History(meta.get("history", []))
+        history.layer_names = recorded[0]
         start_epoch = int(meta["epoch"])
         best_epoch, wait = meta.get("best_epoch"), int(meta.get("wait", 0))
         best_ts = restored["best"] if best_epoch is not None else None
@@ -841,7 +939,8 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
     scale0 = place(jnp.ones((), default_float()))
     steps = n // batch_size if remainder == "drop" else -(-n // batch_size)
     t0 = time.perf_counter()
-    programs = _programs(model, loss, optimizer, penalty, mode, batch_size, remainder, dp)
+    programs = _programs(model, loss, optimizer, penalty, mode, batch_size, remainder, dp,
+                         record=record_every is not None)
     if fused:
         x_dev, y_dev = place((x, y)) if dp is not None else (jnp.asarray(x), jnp.asarray(y))
         run_epoch = programs.epoch.lower(ts, x_dev, y_dev, scale0).compile()
@@ -867,8 +966,9 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
             located = None
             bar.epoch_start(epoch, epochs)
             t_epoch = time.perf_counter()
+            per_step = []
             if fused:
-                ts, acc = run_epoch(ts, x_dev, y_dev, scale_arr)
+                ts, acc, stacked = run_epoch(ts, x_dev, y_dev, scale_arr)
                 bar.update(1)
             else:
                 k, perm = shuffle(ts.key)
@@ -882,7 +982,8 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
                 for i in range(steps):
                     batch = (x_host[idx[i]], y_host[idx[i]], mask_all[i])
                     before = _copy_tree(carry[0]) if debug_nans else None
-                    carry = run_step(carry, batch if dp is None else dp.put_batch(batch), scale_arr)
+                    carry, one = run_step(carry, batch if dp is None else dp.put_batch(batch), scale_arr)
+                    per_step.append(one)
                     bar.update(1)
                     if debug_nans and bool(finish(*carry).bad):
                         located = _locate_nonfinite(programs.raw_step, before, batch, remainder == "pad",
@@ -890,8 +991,13 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
                         break
                 ts, acc = carry
                 acc = finish(ts, acc)
+                stacked = jax.tree.map(lambda *a: jnp.stack(a), *per_step) if record_every is not None else None
             acc = jax.device_get(jax.block_until_ready(acc))
             seconds = time.perf_counter() - t_epoch
+            if record_every is not None:
+                last = int(acc.first_bad) if bool(acc.bad) else None
+                history.steps.extend(_step_records(jax.device_get(stacked), epoch, int(backup.step),
+                                                   record_every, last, recorded[1]))
 
             if bool(acc.bad):
                 global_step = int(backup.step) + int(acc.first_bad) + 1

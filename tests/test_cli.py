@@ -39,6 +39,19 @@ def test_train_mlp_in_process(tmp_path, capsys):
     for name in ("checkpoint.fnn", "history.jsonl", "curves.png", "confusion.png", "results.json"):
         assert (out / name).stat().st_size > 0, name
     assert History.load_jsonl(out / "history.jsonl")["epoch"] == [1]
+    assert not (out / "steps.jsonl").exists() and not (out / "grad_norms.png").exists()
+
+
+def test_train_record_every(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--model", "mlp", "--epochs", "1", "--limit", "512", "--out", str(out),
+                 "--no-progress", "--no-download", "--batch-size", "64", "--record-every", "2",
+                 "--val-fraction", "0"])
+    assert code == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 4, 6, 8]  # 512 images, batch 64: 8 steps
+    assert all(len(r["layer_grad_norms"]) == 3 and r["grad_norm"] > 0 for r in rows)  # mlp: 3 Dense layers
+    assert (out / "grad_norms.png").stat().st_size > 10_000
 
 
 def test_train_as_module_subprocess(tmp_path):

@@ -1,5 +1,6 @@
 """fnn.diagnostics: per-layer report, detectors, overfit_one_batch, the fit recorder, plot_grad_norms."""
 
+import json
 import math
 
 import jax
@@ -200,3 +201,87 @@ def test_recorder_in_fit_and_plot(batch, tmp_path):
     plot_grad_norms({"[0] Dense": [1.0, 0.1], "[2] Dense": [1.0, 1.0]}, tmp_path / "dict.png")
     with pytest.raises(ValueError, match="no gradient norms"):
         plot_grad_norms([], tmp_path / "empty.png")
+
+
+# ----------------------------------------------------------------------------------------
+# Per-step records from inside the fused epoch: fit(record_every=N)
+
+
+def test_train_step_layer_stats_match_independent_gradients(batch):
+    # Per-layer gradient norms against jax.grad of the plain loss, update ratios against the
+    # parameters before and after the step (float64: exact up to rounding).
+    from fnn.train import train_step
+
+    x, y = (jnp.asarray(a, jnp.float64) if a.dtype.kind == "f" else a for a in batch)
+    net, opt = RELU_NET, optim.momentum(0.1, 0.9)
+    ts = init_train_state(net, opt, (D,), jax.random.key(3))
+    new, m = jax.jit(train_step(net, CE, opt, layer_stats=True))(ts, x, y)
+    grads = jax.grad(lambda p: CE.value(net.apply(p, ts.state, x)[0], y))(ts.params)
+    norm = lambda tree: math.sqrt(sum(float(jnp.sum(a ** 2)) for a in jax.tree.leaves(tree)))
+    want_g = [norm(g) for g in grads]
+    want_r = [norm(jax.tree.map(jnp.subtract, a, b)) / norm(b) if jax.tree.leaves(b) else math.nan
+              for a, b in zip(new.params, ts.params, strict=True)]
+    np.testing.assert_allclose(m["layer_grad_norms"], want_g, rtol=1e-6)
+    np.testing.assert_allclose(m["layer_update_ratios"], want_r, rtol=1e-6)
+    assert want_g[1] == 0 and math.isnan(float(m["layer_update_ratios"][1]))  # the Relu: no parameters
+    assert "layer_grad_norms" not in jax.jit(train_step(net, CE, opt))(ts, x, y)[1]
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_fit_record_every(batch, fused):
+    x, y = batch
+    opt = optim.sgd(0.1)
+    _, h = fit(RELU_NET, CE, opt, (x, y), epochs=3, batch_size=8, key=0, record_every=5, progress=False,
+               fused=fused)
+    steps = [r["step"] for r in h.steps]
+    assert steps == [1, 5, 10, 15, 20]  # 8 steps per epoch, 24 in all
+    assert [r["epoch"] for r in h.steps] == [1, 1, 2, 2, 3]
+    assert h.layer_names == ["[0] Dense(16)", "[2] Dense(3)"]  # the Relu has no parameters
+    for r in h.steps:
+        assert len(r["layer_grad_norms"]) == len(r["layer_update_ratios"]) == 2
+        np.testing.assert_allclose(math.hypot(*r["layer_grad_norms"]), r["grad_norm"], rtol=1e-5)
+        # plain SGD: ‖Δθ‖ = lr · ‖g‖ per layer, so the ratio times ‖θ‖ over ‖g‖ is the learning rate
+        assert all(0 < v < 1 for v in r["layer_update_ratios"])
+    _, every1 = fit(RELU_NET, CE, opt, (x, y), epochs=1, batch_size=8, key=0, record_every=1, progress=False,
+                    fused=fused)
+    assert len(every1.steps) == 8
+    np.testing.assert_allclose(np.mean([r["loss"] for r in every1.steps]), every1.train_loss[0], rtol=1e-5)
+    np.testing.assert_allclose(every1.steps[0]["loss"], h.steps[0]["loss"], rtol=1e-6)
+    assert fit(RELU_NET, CE, opt, (x, y), epochs=1, batch_size=8, key=0, progress=False)[1].steps == []
+
+
+def test_fit_record_every_fused_equals_per_step(batch):
+    x, y = batch
+    runs = [fit(RELU_NET, CE, optim.adam(1e-2), (x, y), epochs=2, batch_size=16, key=1, record_every=2,
+                progress=False, fused=f)[1].steps for f in (True, False)]
+    assert runs[0] == runs[1]
+
+
+def test_fit_record_every_exploding(batch, tmp_path):
+    # A linear net on a squared error with a far too large step: geometric divergence to Inf/NaN.
+    x, y = batch
+    net, target = serial(Dense(16), Dense(C)), jax.nn.one_hot(y, C, dtype=jnp.float32)
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        _, h = fit(net, losses.mse, optim.sgd(1.0), (x * 10, target), epochs=3, batch_size=8, key=0,
+                   record_every=1, progress=False)
+    last = h.steps[-1]
+    assert not math.isfinite(last["loss"]) or not math.isfinite(last["grad_norm"])  # kept up to the bad step
+    assert all(math.isfinite(r["grad_norm"]) for r in h.steps[:-1])
+    v = diagnostics.detect_exploding(h)
+    assert v.detected and "non-finite" in v.message
+    path = plot_grad_norms(h, tmp_path / "steps.png")
+    assert path.stat().st_size > 10_000
+    h.save_steps_jsonl(tmp_path / "steps.jsonl")
+    rows = [json.loads(line) for line in open(tmp_path / "steps.jsonl", encoding="utf-8")]
+    assert [r["step"] for r in rows] == [r["step"] for r in h.steps]
+    assert list(rows[0]["layer_grad_norms"]) == h.layer_names == ["[0] Dense(16)", "[1] Dense(3)"]
+    assert rows[-1]["loss"] is None or rows[-1]["grad_norm"] is None  # NaN/Inf written as null
+
+
+def test_fit_record_every_errors(batch, tmp_path):
+    x, y = batch
+    with pytest.raises(ValueError, match="fit: record_every must be a positive int, got 0"):
+        fit(RELU_NET, CE, optim.sgd(0.1), (x, y), epochs=1, batch_size=8, key=0, record_every=0, progress=False)
+    _, h = fit(RELU_NET, CE, optim.sgd(0.1), (x, y), epochs=1, batch_size=8, key=0, progress=False)
+    with pytest.raises(ValueError, match="no per-step records; train with fit"):
+        plot_grad_norms(h, tmp_path / "x.png")
