@@ -23,6 +23,29 @@ def _window_starts(window):
     return list(itertools.product(*(range(w) for w in window)))
 
 
+def _tiled_extremum_grad(x, dy, window, out, kind):
+    """Max/min pool backward for windows that tile x (strides = window, no padding): a reshape
+    instead of the general scatter. Each (N, *O, C) window is flattened row-major, so the first
+    extremum is the same cell the general path (and select-and-scatter) picks; cells past the
+    last whole window (x's remainder) get 0. About 2x faster than the scatter on XLA:CPU for
+    simple_cnn's 2x2 pools."""
+    nd = len(window)
+    n, c = x.shape[0], x.shape[-1]
+    used = [o * k for o, k in zip(out, window, strict=True)]
+    xc = lax.slice(x, (0,) * x.ndim, (n, *used, c))
+    split = [d for o, k in zip(out, window, strict=True) for d in (o, k)]        # (N, O1, k1, O2, k2, ..., C)
+    to_end = (0, *range(1, 2 * nd, 2), 2 * nd + 1, *range(2, 2 * nd + 1, 2))     # (N, O1, O2, .., C, k1, k2, ..)
+    tiles = xc.reshape(n, *split, c).transpose(to_end).reshape(n, *out, c, -1)
+    pick = jnp.argmax if kind == "MaxPool" else jnp.argmin
+    cells = jnp.arange(tiles.shape[-1]).reshape((1,) * (tiles.ndim - 1) + (-1,))
+    onehot = cells == pick(tiles, axis=-1)[..., None]
+    g = jnp.where(onehot, dy[..., None], np.zeros((), x.dtype))
+    back = tuple(np.argsort(to_end))
+    dx = g.reshape(n, *out, c, *window).transpose(back).reshape(n, *used, c)
+    rest = [(0, i - u, 0) for i, u in zip(x.shape[1:-1], used, strict=True)]
+    return lax.pad(dx, np.zeros((), x.dtype), [(0, 0, 0), *rest, (0, 0, 0)])
+
+
 def _pool(kind: str, window, strides, padding, count_include_pad: bool = True) -> Layer:
     if not isinstance(window, (tuple, list)):
         raise ValueError(f"{kind}: window must be a tuple with one size per spatial dim, e.g. (2, 2), got "
@@ -92,6 +115,8 @@ def _pool(kind: str, window, strides, padding, count_include_pad: bool = True) -
             ends = [a + b for a, b in zip(k, span, strict=True)]
             return lax.slice(xp, (0, *k, 0), (xp.shape[0], *ends, xp.shape[-1]), (1, *strides, 1))
 
+        if kind != "AvgPool" and strides == window and not any(lo or hi for lo, hi in pads):
+            return {}, _tiled_extremum_grad(x, dy, window, out, kind)
         if kind == "AvgPool":
             grads = [dy / _count(x.shape[1:-1], pads, x.dtype)] * len(starts)
         else:

@@ -118,6 +118,22 @@ def test_backward_matches_vjp(case, seed, dtype):
                 dtype=dtype, rtol=tol(dtype), fd=False)
 
 
+@pytest.mark.parametrize("limit", [0, 10**9], ids=["conv_form", "patches"])
+@given(case=conv_cases(), seed=seeds)
+def test_both_weight_gradient_paths_match_vjp(case, seed, limit):
+    # The weight gradient has two forms (a canonical conv, or strided patches and one matmul
+    # for small window × C_in); force each on every case and compare with jax.vjp (float64).
+    from fnn.layers import conv
+
+    assume(fits(case) and not xla_swap_bug(case))
+    shape = (*case["spatial"], case["c_in"])
+    x = np.random.default_rng(seed).standard_normal((2, *shape))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(conv, "PATCH_LIMIT", limit)
+        check_layer(make(case), shape, key=jax.random.key(seed), x=x, dtype=np.float64, rtol=tol(np.float64),
+                    fd=False)
+
+
 @pytest.mark.parametrize("layer, shape", [
     (Conv2D(2, (2, 3), strides=(3, 2), padding=((0, 2), (1, 0)), padding_mode="edge"), (6, 5, 3)),
     (Conv3D(2, (2, 1, 2), strides=(1, 2, 1), dilation=(2, 1, 1), padding="SAME"), (4, 3, 3, 2)),
