@@ -44,9 +44,11 @@ def LeakyRelu(negative_slope: float = 0.01) -> Layer:
 def Elu(alpha: float = 1.0) -> Layer:
     """x for x > 0, α(eˣ − 1) otherwise (Clevert et al. 2015); derivative 1 or α·eˣ."""
     a = check_range("Elu", "alpha", alpha, 0.0, math.inf, low_inclusive=False)
-    # expm1 on min(x, 0) avoids overflow in the branch that where() discards.
-    return _elementwise(f"Elu({a})", lambda x: jnp.where(x > 0, x, a * jnp.expm1(jnp.minimum(x, 0))),
-                        lambda x: jnp.where(x > 0, 1.0, a * jnp.exp(jnp.minimum(x, 0))).astype(x.dtype))
+    # expm1 of where(x > 0, 0, x) avoids overflow in the branch that where() discards. Not of
+    # minimum(x, 0): autodiff splits minimum's gradient at the tie x = 0 and would give α/2 there.
+    neg = lambda x: jnp.where(x > 0, 0, x)
+    return _elementwise(f"Elu({a})", lambda x: jnp.where(x > 0, x, a * jnp.expm1(neg(x))),
+                        lambda x: jnp.where(x > 0, 1.0, a * jnp.exp(neg(x))).astype(x.dtype))
 
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)

@@ -45,6 +45,18 @@ def test_relu_derivative_at_zero_is_zero_like_autodiff():
     np.testing.assert_array_equal(dx, 0.0)
 
 
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_every_activation_agrees_with_autodiff_at_zero(alpha):
+    # Kinks and ties sit at exactly 0, which dead ReLUs and tied Maxout pieces feed forward.
+    # Elu's derivative there is α (the left branch); autodiff of min(x, 0) would split it to α/2.
+    x = jnp.zeros((1, 3), jnp.float64)
+    for layer in [Relu(), LeakyRelu(0.1), Elu(alpha)]:
+        _, dx = layer.backward({}, {}, x, jnp.ones_like(x))
+        np.testing.assert_array_equal(dx, jax.grad(lambda x, f=layer: f.apply({}, {}, x)[0].sum())(x),
+                                      err_msg=layer.name)
+    np.testing.assert_array_equal(Elu(alpha).backward({}, {}, x, jnp.ones_like(x))[1], alpha)
+
+
 def test_softmax_is_stable_for_huge_logits():
     x = jnp.array([[1000.0, 1000.0, -1000.0]])
     y, _ = Softmax().apply({}, {}, x)
