@@ -2,6 +2,8 @@
 
 - ``fnn-autodiff-step``: ``fnn.train.train_step(grad_mode="autodiff")``, jitted with the
   TrainState donated, called from a Python loop over device batches (as the references are).
+- ``fnn-step``: the same with ``grad_mode="auto"`` (what ``fit(fused=False)`` runs: the layers'
+  own backward through ``custom_vjp`` on XLA:CPU, autodiff elsewhere).
 - ``fnn-fused``: ``fnn.train.fit(fused=True, grad_mode="auto")``, one compiled ``lax.scan`` per
   epoch; "auto" is "custom_vjp" on XLA:CPU and "autodiff" elsewhere.
 - ``fnn-manual-fused``, ``fnn-custom_vjp-fused``, ``fnn-autodiff-fused``: the same with that
@@ -155,6 +157,8 @@ class FusedLoop(_Base):
 def build(impl: str, workload, data, settings):
     if impl == "fnn-autodiff-step":
         return StepLoop(impl, workload, data, settings, "autodiff")
+    if impl == "fnn-step":
+        return StepLoop(impl, workload, data, settings, "auto")
     modes = {"fnn-fused": "auto", "fnn-manual-fused": "manual", "fnn-custom_vjp-fused": "custom_vjp",
              "fnn-autodiff-fused": "autodiff"}
     return FusedLoop(impl, workload, data, settings, modes[impl])
