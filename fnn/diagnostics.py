@@ -262,6 +262,56 @@ def _kind_from_output(x: np.ndarray | None, y: np.ndarray | None) -> str | None:
     return None
 
 
+ACTIVATION_FIELDS = ("act_mean", "act_std", "dead_fraction", "saturated_fraction")
+"""Per-layer output statistics ``activation_probe`` computes (NaN where a field does not apply)."""
+
+
+def activation_probe(model: Layer):
+    """``(names, probe)``: a jittable ``probe(params, state, x, key, train) -> {field: (L,) float32}``
+    with ``ACTIVATION_FIELDS`` for each of the L layers of the top-level ``serial`` (one entry
+    for a model that is not one), and their ``"[i] name"`` labels.
+
+    The statistics are those of ``layer_report`` (``LayerStats``), computed on the device:
+    mean and standard deviation of each layer's output, the dead fraction for layers named
+    Relu, the saturated fraction for layers named Sigmoid or Tanh (NaN elsewhere, and for
+    outputs that are not floating arrays). ``fit(record_every=N)`` runs it every N steps
+    inside the fused epoch, on the training batch, with the step's own key (so dropout masks
+    are the ones the step used).
+    """
+    layers = sublayers(model)
+    names = [model.name] if layers is None else [f"[{i}] {layer.name}" for i, layer in enumerate(layers)]
+    kinds = [_kind_from_name(layer.name) for layer in (layers or (model,))]
+    nan = jnp.full((), jnp.nan, jnp.float32)
+
+    def stats(y, kind):
+        if not _is_array(y):
+            return nan, nan, nan, nan
+        y = y.astype(jnp.float32)
+        units = y.reshape((-1, y.shape[-1]))
+        dead = jnp.mean(jnp.all(units == 0, axis=0).astype(jnp.float32)) if kind == "relu" else nan
+        if kind == "tanh":
+            sat = jnp.mean((jnp.abs(y) > TANH_SATURATION).astype(jnp.float32))
+        elif kind == "sigmoid":
+            sat = jnp.mean(((y < SIGMOID_SATURATION) | (y > 1 - SIGMOID_SATURATION)).astype(jnp.float32))
+        else:
+            sat = nan
+        return jnp.mean(y), jnp.std(y), dead, sat
+
+    def probe(params, state, x, key, train):
+        if layers is None or not isinstance(params, tuple) or len(params) != len(layers):
+            outs = [model.apply(params, state, x, key=key, train=train)[0]]
+        else:
+            keys = (None,) * len(layers) if key is None else tuple(jax.random.split(key, len(layers)))
+            outs = []
+            for layer, p, s, k in zip(layers, params, state, keys, strict=True):
+                x, _ = layer.apply(p, s, x, key=k, train=train)
+                outs.append(x)
+        columns = zip(*(stats(y, kind) for y, kind in zip(outs, kinds, strict=True)), strict=True)
+        return {f: jnp.stack(col) for f, col in zip(ACTIVATION_FIELDS, columns, strict=True)}
+
+    return names, probe
+
+
 @functools.lru_cache(maxsize=32)
 def _stats_fn(model: Layer, loss: Loss, optimizer: Optimizer | None, grad_mode: str, train: bool,
               layers: tuple[Layer, ...] | None, need_input: frozenset):
@@ -508,10 +558,26 @@ def detect_exploding(history_or_norms, *, growth: float = EXPLODING_GROWTH,
                           f"over {loss_spike:g}x", value, growth)
 
 
+def _last_step_layers(history) -> tuple[LayerStats, ...]:
+    """LayerStats (activation fields only) from the last per-step record of a History."""
+    rec = next((r for r in reversed(history.steps) if "act_mean" in r), None)
+    if rec is None:
+        return ()
+    real = lambda v: None if v is None or not math.isfinite(v) else float(v)
+    return tuple(LayerStats(i, name, "other", 0, None, None, None, real(rec["act_mean"][i]), real(rec["act_std"][i]),
+                            real(rec["dead_fraction"][i]), real(rec["saturated_fraction"][i]))
+                 for i, name in enumerate(history.activation_names))
+
+
+def _layers(report_or_history) -> tuple[LayerStats, ...]:
+    return _last_step_layers(report_or_history) if _is_history(report_or_history) else report_or_history.layers
+
+
 def detect_dead_units(report: Report, *, fraction: float = DEAD_FRACTION) -> Verdict:
     """Dead ReLUs: some ReLU layer has more than ``fraction`` (default 50%) of its units
-    outputting 0 for every example of the probe batch (they get no gradient, so they stay dead)."""
-    relus = [s for s in report.layers if s.dead_fraction is not None]
+    outputting 0 for every example of the probe batch (they get no gradient, so they stay dead).
+    `report` may also be a ``History`` from ``fit(record_every=N)``: its last per-step record."""
+    relus = [s for s in _layers(report) if s.dead_fraction is not None]
     if not relus:
         return Verdict(False, "dead units: no ReLU layer", None, fraction)
     worst = max(relus, key=lambda s: s.dead_fraction)
@@ -524,8 +590,9 @@ def detect_dead_units(report: Report, *, fraction: float = DEAD_FRACTION) -> Ver
 
 def detect_saturation(report: Report, *, fraction: float = SATURATION_FRACTION) -> Verdict:
     """Saturated sigmoid/tanh: some such layer has more than ``fraction`` (default 50%) of its
-    outputs in the flat region (see ``LayerStats.saturated_fraction``)."""
-    layers = [s for s in report.layers if s.saturated_fraction is not None]
+    outputs in the flat region (see ``LayerStats.saturated_fraction``). `report` may also be a
+    ``History`` from ``fit(record_every=N)``: its last per-step record."""
+    layers = [s for s in _layers(report) if s.saturated_fraction is not None]
     if not layers:
         return Verdict(False, "saturation: no sigmoid or tanh layer", None, fraction)
     worst = max(layers, key=lambda s: s.saturated_fraction)
@@ -736,6 +803,7 @@ __all__ = [
     "VANISHING_RATIO", "EXPLODING_GROWTH", "LOSS_SPIKE", "DEAD_FRACTION", "SATURATION_FRACTION",
     "TANH_SATURATION", "SIGMOID_SATURATION", "OVERFIT_FRACTION",
     "LayerStats", "Report", "Verdict", "OverfitResult", "Record", "Recorder",
+    "ACTIVATION_FIELDS", "activation_probe",
     "sublayers", "layer_report", "format_report", "detect_vanishing", "detect_exploding",
     "detect_dead_units", "detect_saturation", "overfit_one_batch", "recorder", "records_to_series",
 ]

@@ -63,6 +63,7 @@ from fnn.core import (
     layer_fwd,
 )
 from fnn.data import epoch_indices
+from fnn.diagnostics import ACTIVATION_FIELDS, activation_probe, sublayers
 from fnn.optim import apply_updates, global_norm
 from fnn.optim._base import default_float
 
@@ -381,9 +382,11 @@ class History:
 
     Attributes besides the records: ``stop_reason`` (None, or why training ended early),
     ``best_epoch`` (with early stopping), ``compile_seconds``, and with
-    ``fit(record_every=N)`` the per-step records ``steps`` (dicts with ``epoch``, ``step``,
-    ``loss``, ``grad_norm``, ``layer_grad_norms`` and ``layer_update_ratios``, the last two
-    lists aligned with ``layer_names``); ``save_steps_jsonl`` writes them.
+    ``fit(record_every=N)`` the per-step records ``steps``: dicts with ``epoch``, ``step``,
+    ``loss``, ``grad_norm``, ``layer_grad_norms`` and ``layer_update_ratios`` (lists aligned
+    with ``layer_names``, the layers with parameters) and ``act_mean``, ``act_std``,
+    ``dead_fraction``, ``saturated_fraction`` (lists aligned with ``activation_names``, every
+    layer; NaN where a statistic does not apply); ``save_steps_jsonl`` writes them.
     """
 
     def __init__(self, records: Sequence[dict] = ()):
@@ -393,6 +396,7 @@ class History:
         self.compile_seconds: float | None = None
         self.steps: list[dict] = []
         self.layer_names: list[str] = []
+        self.activation_names: list[str] = []
 
     def append(self, record: dict) -> None:
         self.records.append({k: record.get(k) for k in FIELDS})
@@ -437,6 +441,9 @@ class History:
                        "grad_norm": clean(r["grad_norm"])}
                 for k in ("layer_grad_norms", "layer_update_ratios"):
                     row[k] = {name: clean(v) for name, v in zip(self.layer_names, r[k], strict=True)}
+                for k in ACTIVATION_FIELDS:
+                    if k in r:
+                        row[k] = {name: clean(v) for name, v in zip(self.activation_names, r[k], strict=True)}
                 f.write(json.dumps(row, allow_nan=False) + "\n")
 
     @classmethod
@@ -609,16 +616,28 @@ STEP_FIELDS = ("loss", "grad_norm", "layer_grad_norms", "layer_update_ratios")
 """What ``fit(record_every=N)`` keeps of a step (``History.steps``): see ``train_step(layer_stats=True)``."""
 
 
-def _make_body(step: Callable, use_mask: bool, record: bool = False) -> Callable:
+def _make_body(step: Callable, use_mask: bool, record: bool = False, probe=None, every: int = 1) -> Callable:
     """The scan body: one step, then add its metrics to the sums unless it (or an earlier one) was bad.
 
     Updates after a bad step are not undone here: ``fit`` rolls back to the state from before
     the epoch, so the sums only have to ignore them. With `record`, the body also returns the
-    step's ``STEP_FIELDS`` (the scan stacks them over the epoch's steps); else None.
+    step's ``STEP_FIELDS`` (the scan stacks them over the epoch's steps); else None. With a
+    `probe` (``diagnostics.activation_probe``), global steps 1, every, 2·every, ... also get
+    the per-layer activation statistics of the step's forward pass (same batch, parameters
+    and dropout key as the step), under ``lax.cond``; other steps get NaN.
     """
+    def activations(ts, x):
+        n = ts.step + 1
+        sub = jax.random.split(jax.random.clone(ts.key))[1]  # the key train_step gives the model
+        names, run = probe
+        blank = {f: jnp.full((len(names),), jnp.nan, jnp.float32) for f in ACTIVATION_FIELDS}
+        return jax.lax.cond((n == 1) | (n % every == 0),
+                            lambda: run(ts.params, ts.state, x, sub, True), lambda: blank)
+
     def body(carry, batch, lr_scale):
         ts, acc = carry
         x, y, mask = batch
+        acts = activations(ts, x) if record and probe is not None else {}
         ts, m = step(ts, x, y, mask if use_mask else None, lr_scale)
         ok = m["finite"] & ~acc.bad
         first = ~acc.bad & ~m["finite"]
@@ -634,7 +653,7 @@ def _make_body(step: Callable, use_mask: bool, record: bool = False) -> Callable
             first_bad=jnp.where(first, acc.i, acc.first_bad),
             i=acc.i + 1,
             bad_what=jnp.where(first, what, acc.bad_what).astype(jnp.int32))
-        return (ts, acc), ({k: m[k] for k in STEP_FIELDS} if record else None)
+        return (ts, acc), ({**{k: m[k] for k in STEP_FIELDS}, **acts} if record else None)
 
     return body
 
@@ -655,12 +674,15 @@ class _Programs(NamedTuple):
 
 @functools.lru_cache(maxsize=32)
 def _programs(model, loss, optimizer, penalty, mode, batch_size, remainder, dp=None,
-              record: bool = False) -> _Programs:
+              record_every: int | None = None) -> _Programs:
     """The jitted programs of ``fit``; `steps`/`step` in their results: the per-step STEP_FIELDS
-    (stacked over the epoch) with `record`, else None."""
+    and ACTIVATION_FIELDS (stacked over the epoch) with `record_every`, else None."""
+    record = record_every is not None
     step = train_step(model, loss, optimizer, grad_mode=mode, penalty=penalty, layer_stats=record)
+    probe = activation_probe(model) if record else None
     # Data parallel (dp: a fnn.parallel.DataParallel): batches split over the mesh, the rest replicated.
-    body = _make_body(step if dp is None else dp.wrap_step(step), use_mask=remainder == "pad", record=record)
+    body = _make_body(step if dp is None else dp.wrap_step(step), use_mask=remainder == "pad", record=record,
+                      probe=probe, every=record_every or 1)
 
     def epoch_fn(ts, x, y, lr_scale):
         k, perm_key = jax.random.split(ts.key)
@@ -732,8 +754,6 @@ def _lr(learning_rate, step_count: int, scale: float):
 def _group_labels(model: Layer, params) -> tuple[list[str], list[int]]:
     """("[i] LayerName" labels, indices) of the groups of ``layer_groups(params)`` that hold
     parameters, named as ``fnn.diagnostics`` names layers."""
-    from fnn.diagnostics import sublayers  # diagnostics imports nothing of train; imported late all the same
-
     groups = layer_groups(params)
     keep = [i for i, g in enumerate(groups) if jax.tree.leaves(g)]
     layers = sublayers(model)
@@ -754,10 +774,13 @@ def _step_records(stacked: dict, epoch: int, step0: int, every: int, last: int |
         step = step0 + j + 1
         if step != 1 and step % every:
             continue
-        out.append({"epoch": epoch, "step": step, "loss": float(stacked["loss"][j]),
-                    "grad_norm": float(stacked["grad_norm"][j]),
-                    "layer_grad_norms": [float(stacked["layer_grad_norms"][j][i]) for i in keep],
-                    "layer_update_ratios": [float(stacked["layer_update_ratios"][j][i]) for i in keep]})
+        row = {"epoch": epoch, "step": step, "loss": float(stacked["loss"][j]),
+               "grad_norm": float(stacked["grad_norm"][j]),
+               "layer_grad_norms": [float(stacked["layer_grad_norms"][j][i]) for i in keep],
+               "layer_update_ratios": [float(stacked["layer_update_ratios"][j][i]) for i in keep]}
+        for f in ACTIVATION_FIELDS:
+            row[f] = [float(v) for v in stacked[f][j]]
+        out.append(row)
     return out
 
 
@@ -847,11 +870,14 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
         forward and backward passes in bfloat16, with float32 parameters, optimizer state and loss.
       policy: a ``fnn.precision.Policy`` instead of `compute_dtype`.
       record_every: record per-step statistics into ``History.steps`` at global step 1 and
-        every `record_every`-th step: the batch loss, the gradient norm, and per top-level
-        layer the gradient norm and the update/parameter norm ratio (see
-        ``train_step(layer_stats=True)``; ``History.layer_names`` labels them). They are
-        computed inside the fused epoch (its scan returns every step's values, and the host
-        keeps every N-th), so vanishing or exploding gradients show within an epoch.
+        every `record_every`-th step: the batch loss, the gradient norm, per top-level layer
+        with parameters the gradient norm and the update/parameter norm ratio (see
+        ``train_step(layer_stats=True)``; ``History.layer_names`` labels them), and per
+        top-level layer the output's mean and std, dead ReLU and saturated sigmoid/tanh
+        fractions (``diagnostics.activation_probe``, an extra forward pass on those steps
+        only; ``History.activation_names``). They are computed inside the fused epoch (its
+        scan returns every step's values, and the host keeps every N-th), so vanishing or
+        exploding gradients and dying units show within an epoch.
         ``fnn.plot.plot_grad_norms(history, path)`` draws them and
         ``fnn.diagnostics.detect_exploding(history)`` reads them. A bad epoch's steps are
         kept up to the first non-finite one. Not stored in checkpoints.
@@ -908,6 +934,8 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
     history = History()
     recorded = _group_labels(model, ts.params) if record_every is not None else ([], [])
     history.layer_names = recorded[0]
+    activation_names = activation_probe(model)[0] if record_every is not None else []
+    history.activation_names = activation_names
     plateau_state = plateau.init() if plateau is not None else None
     best_ts, best_metric, best_epoch, wait = None, math.inf, None, 0
     start_epoch = 0
@@ -923,7 +951,7 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
         restored = ckpt.restore(path, bundle(ts, plateau_state, ts))
         ts, plateau_state = restored["train_state"], restored["plateau"]
         history = History(meta.get("history", []))
-        history.layer_names = recorded[0]
+        history.layer_names, history.activation_names = recorded[0], activation_names
         start_epoch = int(meta["epoch"])
         best_epoch, wait = meta.get("best_epoch"), int(meta.get("wait", 0))
         best_ts = restored["best"] if best_epoch is not None else None
@@ -939,8 +967,7 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
     scale0 = place(jnp.ones((), default_float()))
     steps = n // batch_size if remainder == "drop" else -(-n // batch_size)
     t0 = time.perf_counter()
-    programs = _programs(model, loss, optimizer, penalty, mode, batch_size, remainder, dp,
-                         record=record_every is not None)
+    programs = _programs(model, loss, optimizer, penalty, mode, batch_size, remainder, dp, record_every)
     if fused:
         x_dev, y_dev = place((x, y)) if dp is not None else (jnp.asarray(x), jnp.asarray(y))
         run_epoch = programs.epoch.lower(ts, x_dev, y_dev, scale0).compile()

@@ -254,7 +254,7 @@ def test_fit_record_every_fused_equals_per_step(batch):
     x, y = batch
     runs = [fit(RELU_NET, CE, optim.adam(1e-2), (x, y), epochs=2, batch_size=16, key=1, record_every=2,
                 progress=False, fused=f)[1].steps for f in (True, False)]
-    assert runs[0] == runs[1]
+    np.testing.assert_equal(runs[0], runs[1])  # NaN where a statistic does not apply, in both
 
 
 def test_fit_record_every_exploding(batch, tmp_path):
@@ -285,3 +285,45 @@ def test_fit_record_every_errors(batch, tmp_path):
     _, h = fit(RELU_NET, CE, optim.sgd(0.1), (x, y), epochs=1, batch_size=8, key=0, progress=False)
     with pytest.raises(ValueError, match="no per-step records; train with fit"):
         plot_grad_norms(h, tmp_path / "x.png")
+
+
+def test_fit_record_every_activation_statistics(batch):
+    # One batch per epoch (the whole set): step 1's statistics are those of the initial
+    # parameters on all 64 examples, whatever the shuffle; check them against a plain forward pass.
+    x, y = batch
+    net = serial(Dense(16), Relu(), Dense(16), Tanh(), Dense(16), Sigmoid(), Dense(C))
+    opt = optim.sgd(0.1)
+    ts0 = init_train_state(net, opt, (D,), jax.random.key(0))
+    _, h = fit(net, CE, opt, (x, y), epochs=3, batch_size=64, key=0, record_every=2, progress=False,
+               train_state=ts0)
+    assert [r["step"] for r in h.steps] == [1, 2]
+    assert h.activation_names == ["[0] Dense(16)", "[1] Relu", "[2] Dense(16)", "[3] Tanh", "[4] Dense(16)",
+                                  "[5] Sigmoid", "[6] Dense(3)"]
+    first, want = h.steps[0], []
+    a = x
+    for layer, p in zip(diagnostics.sublayers(net), ts0.params, strict=True):
+        a, _ = layer.apply(p, {}, a)
+        want.append(np.asarray(a, np.float64))
+    np.testing.assert_allclose(first["act_mean"], [w.mean() for w in want], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(first["act_std"], [w.std() for w in want], rtol=1e-4)
+    dead = np.mean(np.all(want[1] == 0, axis=0))
+    np.testing.assert_allclose(first["dead_fraction"][1], dead)
+    assert all(math.isnan(first["dead_fraction"][i]) for i in (0, 2, 3, 4, 5, 6))  # ReLU only
+    np.testing.assert_allclose(first["saturated_fraction"][3], np.mean(np.abs(want[3]) > 0.99))
+    np.testing.assert_allclose(first["saturated_fraction"][5], np.mean((want[5] < 0.01) | (want[5] > 0.99)))
+    assert [i for i, v in enumerate(first["saturated_fraction"]) if not math.isnan(v)] == [3, 5]
+    assert not diagnostics.detect_dead_units(h).detected and not diagnostics.detect_saturation(h).detected
+
+
+def test_fit_record_every_sees_dead_relus(batch):
+    # Biases of -3 on standard-normal inputs through small weights: most ReLU units never fire.
+    x, y = batch
+    net = serial(Dense(32, w_init=init.normal(0.1), b_init=init.constant(-3.0)), Relu(), Dense(C))
+    _, h = fit(net, CE, optim.sgd(0.01), (x, y), epochs=1, batch_size=16, key=0, record_every=1, progress=False)
+    dead = [r["dead_fraction"][1] for r in h.steps]
+    assert len(dead) == 4 and all(d > 0.9 for d in dead), dead
+    v = diagnostics.detect_dead_units(h)
+    assert v.detected and "[1] Relu" in v.message
+    healthy = fit(RELU_NET, CE, optim.sgd(0.01), (x, y), epochs=1, batch_size=16, key=0, record_every=1,
+                  progress=False)[1]
+    assert not diagnostics.detect_dead_units(healthy).detected
