@@ -602,10 +602,14 @@ def epoch_indices(key: jax.Array, n: int, batch_size: int, *, remainder: str = "
       ``(idx, mask)``: idx (steps, batch_size) int32 indices into the N examples, mask
       (steps, batch_size) 1 for real examples and 0 for padding.
     """
-    name = "epoch_indices"
+    return _indices("epoch_indices", key, check_positive_int("epoch_indices", "n", n), batch_size, remainder,
+                    mask_dtype)
+
+
+def _indices(name: str, key, n: int, batch_size: int, remainder: str, mask_dtype):
+    """epoch_indices with errors prefixed by `name` (the public function the caller called)."""
     check_choice(name, "remainder", remainder, ("drop", "pad"))
     batch_size = check_positive_int(name, "batch_size", batch_size)
-    n = check_positive_int(name, "n", n)
     if batch_size > n:
         raise ValueError(f"{name}: batch_size={batch_size} is larger than the number of examples N={n}")
     perm = jax.random.permutation(key, n)
@@ -650,15 +654,11 @@ def epoch_batches(key: jax.Array, x, y, batch_size: int, *, remainder: str = "dr
       ValueError: empty data, x and y differ in N, batch_size not positive or larger than N.
     """
     name = "epoch_batches"
-    check_choice(name, "remainder", remainder, ("drop", "pad"))
-    batch_size = check_positive_int(name, "batch_size", batch_size)
     n = _check_xy(name, x, y)
-    if batch_size > n:
-        raise ValueError(f"{name}: batch_size={batch_size} is larger than the number of examples N={n}")
     x, y = jnp.asarray(x), jnp.asarray(y)
     mask_dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
-    idx, mask = epoch_indices(key, n, batch_size, remainder=remainder, mask_dtype=mask_dtype)
-    steps = idx.shape[0]
+    idx, mask = _indices(name, key, n, batch_size, remainder, mask_dtype)
+    steps, batch_size = idx.shape
     xb = jnp.take(x, idx.reshape(-1), axis=0).reshape((steps, batch_size) + x.shape[1:])
     yb = jnp.take(y, idx.reshape(-1), axis=0).reshape((steps, batch_size) + y.shape[1:])
     return Batches(xb, yb, mask)

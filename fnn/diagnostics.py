@@ -560,9 +560,9 @@ def detect_exploding(history_or_norms, *, growth: float = EXPLODING_GROWTH,
 
 def _last_step_layers(history) -> tuple[LayerStats, ...]:
     """LayerStats (activation fields only) from the last per-step record of a History."""
-    rec = next((r for r in reversed(history.steps) if "act_mean" in r), None)
-    if rec is None:
+    if not history.steps:
         return ()
+    rec = history.steps[-1]
     real = lambda v: None if v is None or not math.isfinite(v) else float(v)
     return tuple(LayerStats(i, name, "other", 0, None, None, None, real(rec["act_mean"][i]), real(rec["act_std"][i]),
                             real(rec["dead_fraction"][i]), real(rec["saturated_fraction"][i]))
@@ -573,34 +573,33 @@ def _layers(report_or_history) -> tuple[LayerStats, ...]:
     return _last_step_layers(report_or_history) if _is_history(report_or_history) else report_or_history.layers
 
 
+def _worst_layer(report, field: str, fraction: float, none: str, flagged: str, fine: str, what: str) -> Verdict:
+    """The verdict on the layer with the largest `field` (a LayerStats fraction) against `fraction`."""
+    layers = [s for s in _layers(report) if getattr(s, field) is not None]
+    if not layers:
+        return Verdict(False, none, None, fraction)
+    worst = max(layers, key=lambda s: getattr(s, field))
+    value = getattr(worst, field)
+    detected = value > fraction
+    return Verdict(detected, f"{flagged if detected else fine}: at most {100 * value:.1f}% {what} "
+                             f"(layer [{worst.index}] {worst.name}; threshold {100 * fraction:.0f}%)",
+                   value, fraction)
+
+
 def detect_dead_units(report: Report, *, fraction: float = DEAD_FRACTION) -> Verdict:
     """Dead ReLUs: some ReLU layer has more than ``fraction`` (default 50%) of its units
     outputting 0 for every example of the probe batch (they get no gradient, so they stay dead).
     `report` may also be a ``History`` from ``fit(record_every=N)``: its last per-step record."""
-    relus = [s for s in _layers(report) if s.dead_fraction is not None]
-    if not relus:
-        return Verdict(False, "dead units: no ReLU layer", None, fraction)
-    worst = max(relus, key=lambda s: s.dead_fraction)
-    detected = worst.dead_fraction > fraction
-    verb = "DEAD units" if detected else "no dead-unit problem"
-    return Verdict(detected, f"{verb}: at most {100 * worst.dead_fraction:.1f}% dead units "
-                             f"(layer [{worst.index}] {worst.name}; threshold {100 * fraction:.0f}%)",
-                   worst.dead_fraction, fraction)
+    return _worst_layer(report, "dead_fraction", fraction, "dead units: no ReLU layer", "DEAD units",
+                        "no dead-unit problem", "dead units")
 
 
 def detect_saturation(report: Report, *, fraction: float = SATURATION_FRACTION) -> Verdict:
     """Saturated sigmoid/tanh: some such layer has more than ``fraction`` (default 50%) of its
     outputs in the flat region (see ``LayerStats.saturated_fraction``). `report` may also be a
     ``History`` from ``fit(record_every=N)``: its last per-step record."""
-    layers = [s for s in _layers(report) if s.saturated_fraction is not None]
-    if not layers:
-        return Verdict(False, "saturation: no sigmoid or tanh layer", None, fraction)
-    worst = max(layers, key=lambda s: s.saturated_fraction)
-    detected = worst.saturated_fraction > fraction
-    verb = "SATURATED units" if detected else "no saturation problem"
-    return Verdict(detected, f"{verb}: at most {100 * worst.saturated_fraction:.1f}% saturated outputs "
-                             f"(layer [{worst.index}] {worst.name}; threshold {100 * fraction:.0f}%)",
-                   worst.saturated_fraction, fraction)
+    return _worst_layer(report, "saturated_fraction", fraction, "saturation: no sigmoid or tanh layer",
+                        "SATURATED units", "no saturation problem", "saturated outputs")
 
 
 # ----------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ from fnn.core import (
     layer_fwd,
 )
 from fnn.data import epoch_indices
-from fnn.diagnostics import ACTIVATION_FIELDS, activation_probe, sublayers
+from fnn.diagnostics import ACTIVATION_FIELDS, activation_probe
 from fnn.optim import apply_updates, global_norm
 from fnn.optim._base import default_float
 
@@ -442,8 +442,7 @@ class History:
                 for k in ("layer_grad_norms", "layer_update_ratios"):
                     row[k] = {name: clean(v) for name, v in zip(self.layer_names, r[k], strict=True)}
                 for k in ACTIVATION_FIELDS:
-                    if k in r:
-                        row[k] = {name: clean(v) for name, v in zip(self.activation_names, r[k], strict=True)}
+                    row[k] = {name: clean(v) for name, v in zip(self.activation_names, r[k], strict=True)}
                 f.write(json.dumps(row, allow_nan=False) + "\n")
 
     @classmethod
@@ -751,17 +750,14 @@ def _lr(learning_rate, step_count: int, scale: float):
     return base * scale
 
 
-def _group_labels(model: Layer, params) -> tuple[list[str], list[int]]:
-    """("[i] LayerName" labels, indices) of the groups of ``layer_groups(params)`` that hold
-    parameters, named as ``fnn.diagnostics`` names layers."""
+def _group_labels(names: list[str], params) -> tuple[list[str], list[int]]:
+    """(labels, indices) of the groups of ``layer_groups(params)`` that hold parameters, labelled
+    with the layer names of ``diagnostics.activation_probe`` (one per top-level layer)."""
     groups = layer_groups(params)
     keep = [i for i, g in enumerate(groups) if jax.tree.leaves(g)]
-    layers = sublayers(model)
-    if layers is None or not isinstance(params, (tuple, list)) or len(layers) != len(groups):
-        if len(groups) == 1:  # not a serial: the whole model is one group
-            return [model.name] * len(keep), keep
-        return [f"[{i}]" for i in keep], keep
-    return [f"[{i}] {layers[i].name}" for i in keep], keep
+    if len(names) == len(groups):
+        return [names[i] for i in keep], keep
+    return [f"[{i}]" for i in keep], keep
 
 
 def _step_records(stacked: dict, epoch: int, step0: int, every: int, last: int | None,
@@ -932,10 +928,9 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
 
     # Loop state beyond the TrainState.
     history = History()
-    recorded = _group_labels(model, ts.params) if record_every is not None else ([], [])
-    history.layer_names = recorded[0]
     activation_names = activation_probe(model)[0] if record_every is not None else []
-    history.activation_names = activation_names
+    recorded = _group_labels(activation_names, ts.params) if record_every is not None else ([], [])
+    history.layer_names, history.activation_names = recorded[0], activation_names
     plateau_state = plateau.init() if plateau is not None else None
     best_ts, best_metric, best_epoch, wait = None, math.inf, None, 0
     start_epoch = 0
@@ -1010,7 +1005,8 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
                     batch = (x_host[idx[i]], y_host[idx[i]], mask_all[i])
                     before = _copy_tree(carry[0]) if debug_nans else None
                     carry, one = run_step(carry, batch if dp is None else dp.put_batch(batch), scale_arr)
-                    per_step.append(one)
+                    if record_every is not None:
+                        per_step.append(one)
                     bar.update(1)
                     if debug_nans and bool(finish(*carry).bad):
                         located = _locate_nonfinite(programs.raw_step, before, batch, remainder == "pad",

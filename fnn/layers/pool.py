@@ -15,7 +15,7 @@ import numpy as np
 from jax import lax
 
 from fnn.core import Layer, check_float, check_shape, fmt_shape
-from fnn.layers.conv import _ints, _out_spatial, _padding_spec, _pads
+from fnn.layers.conv import _ints, _out_spatial, _padding_spec, _pads, _window_slice
 
 
 def _window_starts(window):
@@ -110,10 +110,7 @@ def _pool(kind: str, window, strides, padding, count_include_pad: bool = True) -
         xp = lax.pad(x, _fill(x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)])
         starts = _window_starts(window)
         span = [(o - 1) * s + 1 for o, s in zip(out, strides, strict=True)]
-
-        def patch(k):  # x_pad[:, k + o·s, :] for every output position o: (N, *O, C)
-            ends = [a + b for a, b in zip(k, span, strict=True)]
-            return lax.slice(xp, (0, *k, 0), (xp.shape[0], *ends, xp.shape[-1]), (1, *strides, 1))
+        patch = lambda k: _window_slice(xp, k, out, strides)  # x_pad[:, k + o·s, :]: (N, *O, C)
 
         if kind != "AvgPool" and strides == window and not any(lo or hi for lo, hi in pads):
             return {}, _tiled_extremum_grad(x, dy, window, out, kind)
