@@ -42,6 +42,8 @@ import numpy as np
 
 from fnn.backprop import MODES, value_and_grad
 from fnn.core import Layer, Loss, Optimizer, check_choice, check_positive_int, layer_fwd
+from fnn.train import ACTIVATION_FIELDS, init_train_state, train_step
+from fnn.train.probe import SIGMOID_SATURATION, TANH_SATURATION, activation_probe
 
 # ----------------------------------------------------------------------------------------
 # Thresholds (documented, and arguments of the detectors)
@@ -60,12 +62,6 @@ DEAD_FRACTION = 0.5
 
 SATURATION_FRACTION = 0.5
 """detect_saturation: a sigmoid/tanh layer with more than this fraction of saturated outputs."""
-
-TANH_SATURATION = 0.99
-"""A tanh output is saturated when |y| > 0.99 (its derivative 1 − y² < 0.02)."""
-
-SIGMOID_SATURATION = 0.01
-"""A sigmoid output is saturated when y < 0.01 or y > 0.99 (its derivative y(1 − y) < 0.0099)."""
 
 OVERFIT_FRACTION = 1e-2
 """overfit_one_batch passes when the final loss is at most this fraction of the initial loss."""
@@ -260,56 +256,6 @@ def _kind_from_output(x: np.ndarray | None, y: np.ndarray | None) -> str | None:
             if np.allclose(y, f(x), rtol=1e-5, atol=1e-6):
                 return kind
     return None
-
-
-ACTIVATION_FIELDS = ("act_mean", "act_std", "dead_fraction", "saturated_fraction")
-"""Per-layer output statistics ``activation_probe`` computes (NaN where a field does not apply)."""
-
-
-def activation_probe(model: Layer):
-    """``(names, probe)``: a jittable ``probe(params, state, x, key, train) -> {field: (L,) float32}``
-    with ``ACTIVATION_FIELDS`` for each of the L layers of the top-level ``serial`` (one entry
-    for a model that is not one), and their ``"[i] name"`` labels.
-
-    The statistics are those of ``layer_report`` (``LayerStats``), computed on the device:
-    mean and standard deviation of each layer's output, the dead fraction for layers named
-    Relu, the saturated fraction for layers named Sigmoid or Tanh (NaN elsewhere, and for
-    outputs that are not floating arrays). ``fit(record_every=N)`` runs it every N steps
-    inside the fused epoch, on the training batch, with the step's own key (so dropout masks
-    are the ones the step used).
-    """
-    layers = sublayers(model)
-    names = [model.name] if layers is None else [f"[{i}] {layer.name}" for i, layer in enumerate(layers)]
-    kinds = [_kind_from_name(layer.name) for layer in (layers or (model,))]
-    nan = jnp.full((), jnp.nan, jnp.float32)
-
-    def stats(y, kind):
-        if not _is_array(y):
-            return nan, nan, nan, nan
-        y = y.astype(jnp.float32)
-        units = y.reshape((-1, y.shape[-1]))
-        dead = jnp.mean(jnp.all(units == 0, axis=0).astype(jnp.float32)) if kind == "relu" else nan
-        if kind == "tanh":
-            sat = jnp.mean((jnp.abs(y) > TANH_SATURATION).astype(jnp.float32))
-        elif kind == "sigmoid":
-            sat = jnp.mean(((y < SIGMOID_SATURATION) | (y > 1 - SIGMOID_SATURATION)).astype(jnp.float32))
-        else:
-            sat = nan
-        return jnp.mean(y), jnp.std(y), dead, sat
-
-    def probe(params, state, x, key, train):
-        if layers is None or not isinstance(params, tuple) or len(params) != len(layers):
-            outs = [model.apply(params, state, x, key=key, train=train)[0]]
-        else:
-            keys = (None,) * len(layers) if key is None else tuple(jax.random.split(key, len(layers)))
-            outs = []
-            for layer, p, s, k in zip(layers, params, state, keys, strict=True):
-                x, _ = layer.apply(p, s, x, key=k, train=train)
-                outs.append(x)
-        columns = zip(*(stats(y, kind) for y, kind in zip(outs, kinds, strict=True)), strict=True)
-        return {f: jnp.stack(col) for f, col in zip(ACTIVATION_FIELDS, columns, strict=True)}
-
-    return names, probe
 
 
 @functools.lru_cache(maxsize=32)
@@ -632,8 +578,6 @@ class OverfitResult(NamedTuple):
 
 @functools.lru_cache(maxsize=16)
 def _overfit_fn(model, loss, optimizer, grad_mode, steps):
-    from fnn.train import train_step  # fnn.train imports much; keep diagnostics light to import
-
     step = train_step(model, loss, optimizer, grad_mode=grad_mode)
 
     def run(ts, x, y):
@@ -669,8 +613,6 @@ def overfit_one_batch(model: Layer, loss: Loss, optimizer: Optimizer, x, y, *, k
     Returns:
       An ``OverfitResult`` (truthy when it passed) with the per-step loss curve.
     """
-    from fnn.train import init_train_state
-
     steps = check_positive_int("overfit_one_batch", "steps", steps)
     x, y = jnp.asarray(x), jnp.asarray(y)
     ts = init_train_state(model, optimizer, x.shape[1:], key)
