@@ -56,7 +56,10 @@ def measure(n: int, batch_size: int) -> dict:
     import numpy as np
 
     from fnn import data, losses, models, optim
-    from fnn.train import _acc0, _copy_tree, _programs, init_train_state, resolve_grad_mode
+    from fnn.train import init_train_state, resolve_grad_mode
+    from fnn.train.epoch import programs as fit_programs
+    from fnn.train.epoch import zero_sums
+    from fnn.train.state import copy_tree
 
     stages = {"imported": _peak_rss_bytes()}
     ds = data.load_fashion_mnist(download=False, verbose=False)
@@ -71,20 +74,20 @@ def measure(n: int, batch_size: int) -> dict:
     model, loss, opt = models.simple_cnn(), losses.softmax_cross_entropy, optim.adam(1e-3)
     mode = resolve_grad_mode("auto")
     # As fit does: one buffer per leaf, since the epoch donates them (adam's m and v share zeros).
-    ts = _copy_tree(init_train_state(model, opt, x.shape[1:], jax.random.key(0)))
+    ts = copy_tree(init_train_state(model, opt, x.shape[1:], jax.random.key(0)))
     scale = jnp.ones((), jnp.float32)
-    programs = _programs(model, loss, opt, None, mode, batch_size, "drop")
+    programs = fit_programs(model, loss, opt, None, mode, batch_size, "drop")
     t = time.perf_counter()
     epoch = programs.epoch.lower(ts, x, y, scale).compile()
     compile_s = time.perf_counter() - t
     xb = jax.ShapeDtypeStruct((batch_size,) + x.shape[1:], x.dtype)
     yb = jax.ShapeDtypeStruct((batch_size,), y.dtype)
     mb = jax.ShapeDtypeStruct((batch_size,), x.dtype)
-    step = programs.step.lower((ts, _acc0()), (xb, yb, mb), scale).compile()
+    step = programs.step.lower((ts, zero_sums()), (xb, yb, mb), scale).compile()
     stages["compiled"] = _peak_rss_bytes()
 
     t = time.perf_counter()
-    ts, acc = epoch(ts, x, y, scale)
+    ts, acc, _ = epoch(ts, x, y, scale)
     jax.block_until_ready((ts, acc))
     epoch_s = time.perf_counter() - t
     stages["after one epoch"] = _peak_rss_bytes()

@@ -164,8 +164,20 @@ def format_confusion(conf, class_names) -> str:
 def train(args) -> int:
     import jax
 
-    from fnn import data, losses, optim
-    from fnn.train import echo, evaluate, fit, table_header, table_row
+    from fnn import data, losses, precision
+    from fnn.train import (
+        Checkpoint,
+        EarlyStopping,
+        LearningRateLog,
+        Progress,
+        ReduceLROnPlateau,
+        StepRecorder,
+        echo,
+        evaluate,
+        fit,
+        table_header,
+        table_row,
+    )
 
     wall0 = time.perf_counter()
     loader = data.load_fashion_mnist if args.dataset == "fashion-mnist" else data.load_mnist
@@ -201,7 +213,6 @@ def train(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model = _build_model(args.model, tuple(x_train.shape[1:]), len(CLASS_NAMES[ds.name]))
     optimizer = _build_optimizer(args)
-    plateau = optim.reduce_on_plateau(factor=0.5, patience=args.plateau) if args.plateau else None
     _log(f"fnn train: {args.model} on {ds.name} ({'embedded sample' if ds.is_sample else ds.source}): "
          f"{len(x_train)} train, {0 if val is None else len(val[0])} validation, {len(x_test)} test "
          f"images; {args.optimizer} lr={args.lr}, batch {args.batch_size}, {args.epochs} epochs; "
@@ -212,14 +223,18 @@ def train(args) -> int:
     def print_row(epoch, ts, record):
         echo(table_row(record))
 
+    callbacks = [print_row, LearningRateLog(args.lr), Progress(not args.no_progress),
+                 Checkpoint(out, resume=args.resume, verbose=not args.no_progress)]
+    callbacks += [ReduceLROnPlateau(0.5, patience=args.plateau)] if args.plateau else []
+    callbacks += [EarlyStopping(args.early_stopping)] if args.early_stopping else []
+    callbacks += [StepRecorder(args.record_every)] if args.record_every else []
+    # Mixed precision wraps the trained model; the test set is evaluated in float32.
+    trained = model if args.compute_dtype == "float32" else precision.apply_policy(model, args.compute_dtype)
     try:
         ts, history = fit(
-            model, losses.softmax_cross_entropy, optimizer, (x_train, y_train), epochs=args.epochs,
+            trained, losses.softmax_cross_entropy, optimizer, (x_train, y_train), epochs=args.epochs,
             batch_size=args.batch_size, key=fit_key, val_data=val, fused=not args.per_step,
-            grad_mode=args.grad_mode, plateau=plateau, early_stopping=args.early_stopping,
-            callbacks=(print_row,), progress=not args.no_progress, checkpoint_dir=out,
-            resume=args.resume, learning_rate=args.lr, record_every=args.record_every,
-            compute_dtype=None if args.compute_dtype == "float32" else args.compute_dtype)
+            grad_mode=args.grad_mode, callbacks=callbacks)
     except ValueError as e:
         _log(f"fnn train: error: {e}")
         return 2

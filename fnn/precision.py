@@ -110,8 +110,9 @@ def _cast_like(tree: Any, like: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=64)
-def apply_policy(model: Layer, policy: Policy) -> Layer:
-    """`model` run under `policy`: a Layer with the same params, state and contract.
+def apply_policy(model: Layer, policy: Policy | Any) -> Layer:
+    """`model` run under `policy` (a Policy, or a compute dtype such as ``jnp.bfloat16`` or
+    "bfloat16"): a Layer with the same params, state and contract.
 
     - ``init``: the model's init, floating params cast to ``param_dtype``;
     - ``apply``/``fwd``: params and x cast to ``compute_dtype``, the model applied, y cast to
@@ -123,8 +124,10 @@ def apply_policy(model: Layer, policy: Policy) -> Layer:
     """
     if not isinstance(model, Layer):
         raise ValueError(f"apply_policy: expected a Layer, got {type(model).__name__}")
+    if policy is None:
+        raise ValueError("apply_policy: expected a Policy or a floating dtype, got None")
     if not isinstance(policy, Policy):
-        raise ValueError(f"apply_policy: expected a Policy, got {type(policy).__name__}")
+        policy = get_policy(policy, where="apply_policy")
     compute, output = policy.compute_dtype, policy.output_dtype
 
     def init(key, input_shape):

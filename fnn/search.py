@@ -58,6 +58,18 @@ import numpy as np
 from fnn import optim
 from fnn.core import Layer, Loss, Optimizer, check_choice, check_positive_int, fmt_shape
 from fnn.optim._base import default_float
+from fnn.train import (
+    Progress,
+    as_key,
+    epoch_fn,
+    evaluation_sums,
+    fit,
+    init_train_state,
+    padded_batches,
+    resolve_grad_mode,
+    train_step,
+)
+from fnn.train.checks import check_data
 
 RESERVED = ("seed", "init_scale", "weight_decay")
 
@@ -418,12 +430,6 @@ def _seed_key(config: Mapping, default_key):
     return jax.random.key(int(config["seed"])) if "seed" in config else default_key
 
 
-def _as_key(key):
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        return jax.random.key(int(key))
-    return key
-
-
 class _FitObjective:
     """``run(config)``: train with ``fnn.train.fit``, score on validation data (see ``fit_objective``)."""
 
@@ -433,18 +439,19 @@ class _FitObjective:
         self.train_data, self.val_data = train_data, val_data
         self.epochs = check_positive_int("fit_objective", "epochs", epochs)
         self.batch_size = check_positive_int("fit_objective", "batch_size", batch_size)
-        self.key = _as_key(key)
+        self.key = as_key("fit_objective", key)
         metrics = ("val_loss", "val_accuracy", "train_loss", "train_accuracy")
         self.metric = check_choice("fit_objective", "metric", metric, metrics)
         if metric.startswith("val") and val_data is None:
             raise ValueError(f"fit_objective: metric={metric!r} needs val_data")
         self.mode = "max" if metric.endswith("accuracy") else "min"
-        self.fit_kwargs = {"progress": False, **fit_kwargs}
+        callbacks = list(fit_kwargs.get("callbacks", ()))
+        if not any(isinstance(cb, Progress) for cb in callbacks):
+            callbacks.append(Progress(False))
+        self.fit_kwargs = {**fit_kwargs, "callbacks": callbacks}
 
     def train(self, config: Mapping, train_data=None):
         """Train with `config`: -> (train_state, history)."""
-        from fnn.train import fit, init_train_state
-
         config = dict(config)
         model = self.make_model(config)
         opt = self.make_optimizer(config)
@@ -497,7 +504,7 @@ def fit_objective(make_model: Callable[[dict], Layer], loss: Loss,
       metric: "val_loss" (default, minimized), "val_accuracy" (maximized), "train_loss" or
         "train_accuracy", taken from the last epoch's History row. A run that stopped on
         NaN/Inf scores NaN.
-      fit_kwargs: passed to ``fit`` (``progress=False`` unless given).
+      fit_kwargs: passed to ``fit`` (no progress bar unless its callbacks have a ``Progress``).
 
     Returns:
       ``run(config) -> {"score", "train_loss", "val_loss", "val_accuracy", ...}`` with
@@ -510,21 +517,6 @@ def fit_objective(make_model: Callable[[dict], Layer], loss: Loss,
 
 # ----------------------------------------------------------------------------------------
 # vmap_search
-
-
-def _check_xy(name: str, what: str, data):
-    """(x, y) with x floating and as many examples as y."""
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ValueError(f"{name}: {what} must be a tuple (x, y), got {type(data).__name__}")
-    x, y = data
-    if not hasattr(x, "shape") or not hasattr(y, "shape") or np.ndim(x) < 1 or np.ndim(y) < 1 \
-            or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"{name}: {what} x and y must be non-empty arrays with the same number of examples, "
-                         f"got x of shape {fmt_shape(np.shape(x))} and y of shape {fmt_shape(np.shape(y))}")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"{name}: {what} x has dtype {x.dtype}; convert images to float first, "
-                         f"e.g. fnn.data.to_float(x) or Standardizer.fit(x_train).apply(x)")
-    return x, y
 
 
 def _check_configs(configs) -> tuple[list[dict], list[str]]:
@@ -553,12 +545,9 @@ class _Programs(NamedTuple):
     evaluate: Callable | None
 
 
-def _programs(model, loss, make_optimizer, input_shape, n, batch_size, mode, vectorize,
-              classify) -> _Programs:
-    from fnn.train import TrainState, train_step
-
-    steps = n // batch_size
-
+def _programs(model, loss, make_optimizer, input_shape, batch_size, mode, vectorize, validate) -> _Programs:
+    """fit's programs for one config: ``init_train_state``, ``train.epoch_fn`` of ``train_step``,
+    ``train.evaluation_sums``; vmapped over the configs when `vectorize`."""
     def make_opt(hp):
         opt = make_optimizer(dict(hp))
         if "weight_decay" in hp:
@@ -566,50 +555,28 @@ def _programs(model, loss, make_optimizer, input_shape, n, batch_size, mode, vec
         return opt
 
     def init_one(key, hp):
-        """As fnn.train.init_train_state, then init_scale."""
-        init_key, key = jax.random.split(key)
-        _, params, state = model.init(init_key, input_shape)
+        """fnn.train.init_train_state, then init_scale."""
+        opt = make_opt(hp)
+        ts = init_train_state(model, opt, input_shape, key)
         if "init_scale" in hp:
-            params = jax.tree.map(partial(_scale_param, scale=hp["init_scale"]), params)
-        return TrainState(params, state, make_opt(hp).init(params), key, jnp.zeros((), jnp.int32))
+            params = jax.tree.map(partial(_scale_param, scale=hp["init_scale"]), ts.params)
+            ts = ts._replace(params=params, opt_state=opt.init(params))
+        return ts
 
     def epoch_one(ts, hp, x, y, lr_scale):
-        """One epoch as fit's fused epoch (same key splits, permutation and batches), but the
-        batches are gathered step by step, so K configurations do not copy the data K times."""
+        """fit's fused epoch with this config's optimizer -> (ts, mean training loss, NaN if it diverged)."""
         step = train_step(model, loss, make_opt(hp), grad_mode=mode)
-        k, perm_key = jax.random.split(ts.key)
-        idx = jax.random.permutation(perm_key, n)[: steps * batch_size].reshape(steps, batch_size)
+        ts, sums, _ = epoch_fn(step, batch_size, "drop")(ts, x, y, lr_scale)
+        mean = sums.loss / jnp.maximum(sums.count, 1).astype(sums.loss.dtype)
+        return ts, jnp.where(sums.bad, jnp.nan, mean)
 
-        def body(ts, i):
-            ts, m = step(ts, jnp.take(x, i, axis=0), jnp.take(y, i, axis=0), None, lr_scale)
-            return ts, (m["loss"], m["finite"])
-
-        ts, (losses_, finite) = jax.lax.scan(body, ts._replace(key=k), idx)
-        good = jnp.all(finite) & jnp.all(jnp.isfinite(losses_))
-        mean = jnp.mean(losses_.astype(default_float()))
-        return ts, jnp.where(good, mean, jnp.nan)
+    def eval_one(params, state, xb, yb, mb):
+        loss_sum, conf = evaluation_sums(model, loss, params, state, xb, yb, mb)
+        return loss_sum, (jnp.trace(conf) if conf is not None else jnp.zeros((), jnp.int32))
 
     evaluate = None
-    if classify is not None:
-        def eval_one(params, state, xb, yb, mb):
-            """Sums of per-example losses and of correct predictions over masked batches."""
-            def body(carry, batch):
-                loss_sum, correct = carry
-                x, y, m = batch
-                pred, _ = model.apply(params, state, x, train=False)
-                per = jax.vmap(lambda p, t: loss.value(p[None], t[None]))(pred, y)
-                loss_sum = loss_sum + jnp.sum(per.astype(loss_sum.dtype) * m.astype(loss_sum.dtype))
-                if classify:
-                    hit = (jnp.argmax(pred, axis=-1).astype(y.dtype) == y).astype(jnp.int32)
-                    correct = correct + jnp.sum(hit * (m > 0).astype(jnp.int32)).astype(jnp.int32)
-                return (loss_sum, correct), None
-
-            (loss_sum, correct), _ = jax.lax.scan(
-                body, (jnp.zeros((), default_float()), jnp.zeros((), jnp.int32)), (xb, yb, mb))
-            return loss_sum, correct
-
+    if validate:
         evaluate = jax.jit(jax.vmap(eval_one, in_axes=(0, 0, None, None, None)) if vectorize else eval_one)
-
     if vectorize:
         return _Programs(jax.jit(jax.vmap(init_one)),
                          jax.jit(jax.vmap(epoch_one, in_axes=(0, 0, None, None, None)), donate_argnums=0),
@@ -685,8 +652,6 @@ def vmap_search(model: Layer, loss: Loss, make_optimizer: Callable[[dict], Optim
       A ``VmapResult``: trials sorted by score, ``refit`` (the best TrainState), the stacked
       TrainStates, per-epoch histories and timings.
     """
-    from fnn.train import resolve_grad_mode
-
     name = "vmap_search"
     epochs = check_positive_int(name, "epochs", epochs)
     batch_size = check_positive_int(name, "batch_size", batch_size)
@@ -694,63 +659,34 @@ def vmap_search(model: Layer, loss: Loss, make_optimizer: Callable[[dict], Optim
     mode = resolve_grad_mode(grad_mode)
     if vectorize is None:
         vectorize = jax.default_backend() != "cpu"
-    x, y = _check_xy(name, "train_data", train_data)
-    n = int(x.shape[0])
-    if batch_size > n:
+    x, y = check_data(name, "train_data", train_data)
+    if batch_size > len(x):
         raise ValueError(f"{name}: batch_size={batch_size} is larger than the number of training "
-                         f"examples N={n}")
+                         f"examples N={len(x)}")
     metric = metric or ("val_loss" if val_data is not None else "train_loss")
     check_choice(name, "metric", metric, ("val_loss", "val_accuracy", "train_loss"))
     if metric.startswith("val") and val_data is None:
         raise ValueError(f"{name}: metric={metric!r} needs val_data")
     score_mode = "max" if metric.endswith("accuracy") else "min"
-    k_count = len(configs)
     x, y = jnp.asarray(x), jnp.asarray(y)
+    eval_data = _eval_data(name, val_data, x.shape[1:], eval_batch_size)
 
+    progs = _programs(model, loss, make_optimizer, tuple(int(d) for d in x.shape[1:]), batch_size, mode,
+                      vectorize, eval_data is not None)
     names = [k for k in keys if k != "seed"]
     hp = {k: jnp.asarray([float(c[k]) for c in configs], default_float()) for k in names}
-    seeds = jnp.asarray([int(c.get("seed", 0)) for c in configs], jnp.uint32)
-    rng = jax.vmap(jax.random.key)(seeds)
-
-    eval_data = None
-    classify = None
-    if val_data is not None:
-        xv, yv = _check_xy(name, "val_data", val_data)
-        if tuple(xv.shape[1:]) != tuple(x.shape[1:]):
-            raise ValueError(f"{name}: val_data x has examples of shape {fmt_shape(xv.shape[1:])}, "
-                             f"train_data x of shape {fmt_shape(x.shape[1:])}")
-        nv = int(xv.shape[0])
-        bs = min(check_positive_int(name, "eval_batch_size", eval_batch_size), nv)
-        steps_v = -(-nv // bs)
-        pad = steps_v * bs - nv
-        xv, yv = jnp.asarray(xv), jnp.asarray(yv)
-        if pad:
-            xv, yv = jnp.concatenate([xv, xv[:pad]]), jnp.concatenate([yv, yv[:pad]])
-        mv = (jnp.arange(steps_v * bs) < nv).astype(jnp.float32).reshape(steps_v, bs)
-        eval_data = (xv.reshape((steps_v, bs) + xv.shape[1:]), yv.reshape((steps_v, bs) + yv.shape[1:]),
-                     mv, nv)
-        out_shape = tuple(model.init(jax.random.key(0), tuple(x.shape[1:]))[0])
-        classify = bool(len(out_shape) == 1 and jnp.issubdtype(yv.dtype, jnp.integer) and yv.ndim == 1)
-
-    progs = _programs(model, loss, make_optimizer, tuple(int(d) for d in x.shape[1:]), n, batch_size, mode,
-                      vectorize, classify)
+    rng = jax.vmap(jax.random.key)(jnp.asarray([int(c.get("seed", 0)) for c in configs], jnp.uint32))
     scale = jnp.ones((), default_float())
     t0 = time.perf_counter()
     if vectorize:
-        ts = progs.init(rng, hp)
-        run_epoch = progs.epoch.lower(ts, hp, x, y, scale).compile()
-        states = [ts]
-        hps = [hp]
+        states, hps = [progs.init(rng, hp)], [hp]
     else:
-        states = [progs.init(rng[i], {k: v[i] for k, v in hp.items()}) for i in range(k_count)]
-        hps = [{k: v[i] for k, v in hp.items()} for i in range(k_count)]
-        run_epoch = progs.epoch.lower(states[0], hps[0], x, y, scale).compile()
+        hps = [{k: v[i] for k, v in hp.items()} for i in range(len(configs))]
+        states = [progs.init(rng[i], hps[i]) for i in range(len(configs))]
+    run_epoch = progs.epoch.lower(states[0], hps[0], x, y, scale).compile()
     compile_seconds = time.perf_counter() - t0
 
-    history = {"train_loss": np.full((k_count, epochs), np.nan)}
-    if val_data is not None:
-        history["val_loss"] = np.full((k_count, epochs), np.nan)
-        history["val_accuracy"] = np.full((k_count, epochs), np.nan)
+    history = {"train_loss": np.full((len(configs), epochs), np.nan)}
     seconds = 0.0
     for epoch in range(epochs):
         t_epoch = time.perf_counter()
@@ -758,37 +694,61 @@ def vmap_search(model: Layer, loss: Loss, make_optimizer: Callable[[dict], Optim
         for j in range(len(states)):  # one vmapped call, or one call per config
             states[j], lj = run_epoch(states[j], hps[j], x, y, scale)
             losses_.append(lj)
-        losses_ = np.concatenate([np.atleast_1d(np.asarray(v, np.float64))
-                                  for v in jax.block_until_ready(losses_)])
+        history["train_loss"][:, epoch] = _stacked(jax.block_until_ready(losses_))
         seconds += time.perf_counter() - t_epoch
-        history["train_loss"][:, epoch] = losses_
         if eval_data is not None:
-            xb, yb, mb, nv = eval_data
-            sums = [progs.evaluate(s.params, s.state, xb, yb, mb) for s in states]
-            loss_sum = np.concatenate([np.atleast_1d(np.asarray(s[0], np.float64)) for s in sums])
-            correct = np.concatenate([np.atleast_1d(np.asarray(s[1], np.float64)) for s in sums])
-            history["val_loss"][:, epoch] = loss_sum / nv
-            if classify:
-                history["val_accuracy"][:, epoch] = correct / nv
+            _validate(progs.evaluate, states, eval_data, history, epoch, epochs)
         if progress:
             col = history[metric][:, epoch]
             best = (np.nanmin(col) if score_mode == "min" else np.nanmax(col)) if np.isfinite(col).any() \
                 else math.nan
-            print(f"{name}: epoch {epoch + 1}/{epochs}, {k_count} configs, best {metric} {best:.4g} "
+            print(f"{name}: epoch {epoch + 1}/{epochs}, {len(configs)} configs, best {metric} {best:.4g} "
                   f"({time.perf_counter() - t_epoch:.1f} s)", file=sys.stderr, flush=True)
 
     ts_all = states[0] if vectorize else jax.tree.map(lambda *a: jnp.stack(a), *states)
     scores = history[metric][:, -1]
-    trials = []
-    for i, c in enumerate(configs):
-        metrics = {k: float(v[i, -1]) for k, v in history.items()}
-        trials.append(Trial(i, c, float(scores[i]), metrics, seconds / k_count))
+    trials = [Trial(i, c, float(scores[i]), {k: float(v[i, -1]) for k, v in history.items()},
+                    seconds / len(configs)) for i, c in enumerate(configs)]
     result = VmapResult(sort_trials(trials, score_mode), score_mode, None, configs, ts_all, history,
                         seconds, compile_seconds)
     result.refit = result.train_state_of(result.best.index)
     if jsonl is not None:
         result.save_jsonl(jsonl)
     return result
+
+
+def _stacked(values) -> np.ndarray:
+    """One float64 vector from per-config scalars or (K,) arrays."""
+    return np.concatenate([np.atleast_1d(np.asarray(v, np.float64)) for v in values])
+
+
+def _eval_data(name: str, val_data, input_shape, eval_batch_size: int):
+    """(xb, yb, mb, n) padded validation batches (train.padded_batches), or None."""
+    if val_data is None:
+        return None
+    xv, yv = check_data(name, "val_data", val_data)
+    if tuple(xv.shape[1:]) != tuple(input_shape):
+        raise ValueError(f"{name}: val_data x has examples of shape {fmt_shape(xv.shape[1:])}, "
+                         f"train_data x of shape {fmt_shape(input_shape)}")
+    bs = min(check_positive_int(name, "eval_batch_size", eval_batch_size), len(xv))
+    return (*padded_batches(xv, yv, bs), len(xv))
+
+
+def _validate(evaluate, states, eval_data, history: dict, epoch: int, epochs: int) -> None:
+    """Validation loss and accuracy of every config after `epoch` (train.evaluation_sums)."""
+    xb, yb, mb, nv = eval_data
+    sums = [evaluate(s.params, s.state, xb, yb, mb) for s in states]
+    k = len(history["train_loss"])
+    for name in ("val_loss", "val_accuracy"):
+        history.setdefault(name, np.full((k, epochs), np.nan))
+    history["val_loss"][:, epoch] = _stacked(s[0] for s in sums) / nv
+    if _classify(yb):
+        history["val_accuracy"][:, epoch] = _stacked(s[1] for s in sums) / nv
+
+
+def _classify(yb) -> bool:
+    """Integer class labels (S, B): the confusion matrix's trace counts the right predictions."""
+    return bool(jnp.issubdtype(yb.dtype, jnp.integer) and yb.ndim == 2)
 
 
 __all__ = [

@@ -124,7 +124,8 @@ def run_single(out: str) -> None:
     from jax.sharding import PartitionSpec as P
 
     from fnn import losses, optim, parallel
-    from fnn.train import _programs, init_train_state
+    from fnn.train import init_train_state
+    from fnn.train.epoch import programs as fit_programs
 
     nets = models()
     meshes = {"data": parallel.data_mesh(), "make_mesh": jax.make_mesh((8,), ("data",)),
@@ -161,7 +162,7 @@ def run_single(out: str) -> None:
     # its own 4 rows per step), and an all-reduce sums the gradients.
     dp = parallel.data_parallel(meshes["data"], "data", batch_size=BATCH)
     opt = optim.adam(1e-2)
-    programs = _programs(nets["cnn"], losses.softmax_cross_entropy, opt, None, "manual", BATCH, "drop", dp)
+    programs = fit_programs(nets["cnn"], losses.softmax_cross_entropy, opt, None, "manual", BATCH, "drop", dp)
     ts = dp.replicate(init_train_state(nets["cnn"], opt, (6, 6, 1), jax.random.key(0)))
     x, y = data()
     scale = dp.replicate(np.ones((), np.float64))

@@ -36,7 +36,7 @@ from fnn import checkpoint as ckpt
 from fnn.optim import reduce_on_plateau
 from fnn.optim._base import default_float
 from fnn.train.epoch import BAD_WHAT
-from fnn.train.history import History, STEP_FIELDS
+from fnn.train.history import STEP_FIELDS, History
 from fnn.train.state import copy_tree
 
 CHECKPOINT_NAME = "checkpoint.fnn"
@@ -98,7 +98,8 @@ class FunctionCallback(Callback):
     def on_epoch_end(self, run: Run) -> bool | None:
         if self.fn(run.epoch, run.ts, dict(run.record)):
             if run.stop_reason is None:
-                run.stop_reason = f"stopped by callback {getattr(self.fn, '__name__', self.fn)!r} after epoch {run.epoch}"
+                who = getattr(self.fn, "__name__", self.fn)
+                run.stop_reason = f"stopped by callback {who!r} after epoch {run.epoch}"
             return True
         return None
 
@@ -178,6 +179,9 @@ class EarlyStopping(Callback):
         from fnn.core import check_positive_int
 
         self.patience = check_positive_int("EarlyStopping", "patience", patience)
+        self.on_fit_start(None)
+
+    def on_fit_start(self, run: Run | None) -> None:
         self.best_ts, self.best_metric, self.best_epoch, self.wait = None, math.inf, None, 0
 
     def on_epoch_end(self, run: Run) -> bool | None:
@@ -249,13 +253,13 @@ class StepRecorder(Callback):
 
         self.every = check_positive_int("StepRecorder", "every", every)
         self.make_probe = activation_probe if probe is None else probe
-        self._recorded = None
 
     def probe_for(self, model):
         """``(names, run)`` of the probe for `model` (what the compiled epoch evaluates)."""
         return self.make_probe(model)
 
     def on_fit_start(self, run: Run) -> None:
+        self._recorded = None
         names, _ = self.probe_for(run.model)
         groups = run.ts.params if isinstance(run.ts.params, (tuple, list)) else (run.ts.params,)
         self.keep = [i for i, g in enumerate(groups) if jax.tree.leaves(g)]
