@@ -2,6 +2,7 @@
 
     python examples/data_parallel.py                    # simple_cnn, 1 epoch on 2048 images
     python examples/data_parallel.py --model mlp --examples 8192
+    python examples/data_parallel.py --quick            # mlp, 1024 images of the embedded sample: seconds
 
 On a machine with one device (a plain CPU) the script re-executes itself with 8 fake CPU
 devices (XLA_FLAGS=--xla_force_host_platform_device_count=8), which shows the mechanics, not a
@@ -23,10 +24,16 @@ FAKE_DEVICES = 8
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("simple_cnn", "mlp"), default="simple_cnn")
-    parser.add_argument("--examples", type=int, default=2048, help="training examples (a slice)")
+    parser.add_argument("--quick", action="store_true",
+                        help="the mlp on 1024 images of the embedded sample, whatever data is installed")
+    parser.add_argument("--model", choices=("simple_cnn", "mlp"), default=None,
+                        help="default simple_cnn, or mlp with --quick")
+    parser.add_argument("--examples", type=int, default=None,
+                        help="training examples (a slice); default 2048, or 1024 with --quick")
     parser.add_argument("--batch-size", type=int, default=128)
     args = parser.parse_args()
+    args.model = args.model or ("mlp" if args.quick else "simple_cnn")
+    args.examples = args.examples or (1024 if args.quick else 2048)
 
     if len(jax.devices()) == 1 and not os.environ.get("FNN_EXAMPLE_CHILD"):
         flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={FAKE_DEVICES}"
@@ -38,7 +45,7 @@ def main() -> None:
     from fnn import data, losses, models, optim, parallel
     from fnn.train import fit
 
-    ds = data.load_fashion_mnist(download=False, verbose=False)
+    ds = data.load_sample() if args.quick else data.load_fashion_mnist(download=False, verbose=False)
     (x, y), (x_test, y_test) = ds.train, ds.test
     x, y = x[: args.examples], y[: args.examples]
     scaler = data.Standardizer.fit(x, per="global")

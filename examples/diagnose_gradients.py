@@ -13,6 +13,8 @@ from inside the fused epoch) every N steps:
    the blow-up layer by layer up to the step that produced the NaN.
 
 Run:  python examples/diagnose_gradients.py --out diagnose_out     (under a minute on CPU)
+      python examples/diagnose_gradients.py --quick --out diagnose_out   (2 epochs on 1024 images of the
+      embedded sample, whatever data is installed: seconds)
 Writes ``grad_norms_<run>.png`` (per-layer gradient norms and update ratios per epoch) and
 ``grad_norms_<run>_steps.png`` (the same per step) into --out.
 """
@@ -25,7 +27,7 @@ import jax
 import numpy as np
 
 from fnn import diagnostics, init, losses, optim
-from fnn.data import Standardizer, load_fashion_mnist
+from fnn.data import Standardizer, load_fashion_mnist, load_sample
 from fnn.layers import Dense, Relu, Sigmoid, serial
 from fnn.plot import plot_grad_norms
 from fnn.train import fit, init_train_state
@@ -41,8 +43,8 @@ def deep_mlp(activation, w_init):
     return serial(*layers, Dense(10, w_init=w_init))
 
 
-def load(n_train: int):
-    ds = load_fashion_mnist(verbose=False)
+def load(n_train: int, quick: bool):
+    ds = load_sample() if quick else load_fashion_mnist(verbose=False)
     x, y = ds.train
     x, y = x[:n_train], y[:n_train]
     scaler = Standardizer.fit(x, per="global")
@@ -79,14 +81,19 @@ def run(title, model, optimizer, data, probe, out: Path, epochs: int, every: int
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="the embedded sample, fewer images and epochs (defaults below in parentheses)")
     parser.add_argument("--out", default="diagnose_out", help="directory for the PNG files")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--train-size", type=int, default=6000)
-    parser.add_argument("--record-every", type=int, default=5, help="per-step records every N steps")
+    parser.add_argument("--epochs", type=int, default=None, help="default 3 (2)")
+    parser.add_argument("--train-size", type=int, default=None, help="default 6000 (1024)")
+    parser.add_argument("--record-every", type=int, default=None, help="per-step records every N steps: 5 (2)")
     args = parser.parse_args()
+    args.epochs = args.epochs or (2 if args.quick else 3)
+    args.train_size = args.train_size or (1024 if args.quick else 6000)
+    args.record_every = args.record_every or (2 if args.quick else 5)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    x, y, source = load(args.train_size)
+    x, y, source = load(args.train_size, args.quick)
     print(f"data: {source}, {len(x)} training images; probe batch: the first 256")
     data, probe = (x, y), (x[:256], y[:256])
 

@@ -8,7 +8,8 @@
 3. ``--bench``: the time of (2) against the same K configs one after another (the same
    compiled program without vmap, and K separate ``fit`` calls).
 
-Run:  python examples/hparam_search.py --quick
+Run:  python examples/hparam_search.py --quick   (3 trials and 4 configs on the embedded sample: seconds)
+      python examples/hparam_search.py           (12 trials and 16 configs on Fashion-MNIST: minutes)
       python examples/hparam_search.py --bench --k 16 --model mlp   (the speedup measurement)
 """
 
@@ -21,14 +22,14 @@ import jax
 import numpy as np
 
 from fnn import losses, models, optim, search
-from fnn.data import Standardizer, load_fashion_mnist, train_val_split
+from fnn.data import Standardizer, load_fashion_mnist, load_sample, train_val_split
 from fnn.train import evaluate, fit
 
 CE = losses.softmax_cross_entropy
 
 
-def load(train_size: int, flat: bool):
-    ds = load_fashion_mnist(verbose=False)
+def load(train_size: int, flat: bool, quick: bool):
+    ds = load_sample() if quick else load_fashion_mnist(verbose=False)
     (x, y), (xt, yt) = ds.train, ds.test
     (x, y), (xv, yv) = train_val_split(jax.random.key(1), x, y, 1 / 6)
     x, y = x[:train_size], y[:train_size]
@@ -118,13 +119,14 @@ def bench(args, train):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small subset, few trials (1-2 minutes on CPU)")
+    parser.add_argument("--quick", action="store_true",
+                        help="the embedded sample (whatever data is installed), few trials and configs")
     parser.add_argument("--vectorize", action=argparse.BooleanOptionalAction, default=None,
                         help="vmap_search: vmapped (--vectorize) or per config (--no-vectorize); "
                              "default: vmapped except on CPU")
     parser.add_argument("--bench", action="store_true", help="only time vmapped vs sequential training")
     parser.add_argument("--model", choices=["mlp", "cnn"], default="mlp", help="the model of --bench")
-    parser.add_argument("--k", type=int, default=16, help="number of configs trained at once")
+    parser.add_argument("--k", type=int, default=None, help="number of configs trained at once: 16 (4 with --quick)")
     parser.add_argument("--trials", type=int, default=None, help="random-search trials")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--train-size", type=int, default=None, help="training examples used")
@@ -132,12 +134,13 @@ def main():
     parser.add_argument("--out", default="hparam_search_out", help="directory for the JSONL files")
     args = parser.parse_args()
     quick = args.quick
-    args.trials = args.trials or (4 if quick else 12)
+    args.trials = args.trials or (3 if quick else 12)
     args.epochs = args.epochs or (2 if quick else 5)
-    args.train_size = args.train_size or (5000 if quick else 50000)
+    args.train_size = args.train_size or (2000 if quick else 50000)
+    args.k = args.k or (4 if quick else 16)
     Path(args.out).mkdir(parents=True, exist_ok=True)
 
-    train, val, test, source = load(args.train_size, flat=not (args.bench and args.model == "cnn"))
+    train, val, test, source = load(args.train_size, flat=not (args.bench and args.model == "cnn"), quick=quick)
     print(f"data: {source}, {len(train[0])} train / {len(val[0])} validation / {len(test[0])} test",
           file=sys.stderr)
     if args.bench:

@@ -8,6 +8,7 @@ Each initializer is one fnn expression:
   N(0,1)·1 (too large)       init.normal(1.0)
 
 Run:  python examples/init_scales.py [--plot init_scales.png]
+      python examples/init_scales.py --quick --plot init_scales.png   (a batch of 128 inputs, not 512)
 """
 
 import argparse
@@ -30,11 +31,11 @@ SCALES = {
 DEPTH, WIDTH = 10, 256
 
 
-def activation_stds(w_init, activation, key):
+def activation_stds(w_init, activation, key, batch: int = 512):
     """Standard deviation of each hidden layer's output for a batch of N(0, 1) inputs."""
     layers = [serial(Dense(WIDTH, w_init=w_init), activation()) for _ in range(DEPTH)]
     k_x, k_init = jax.random.split(key)
-    x = jax.random.normal(k_x, (512, WIDTH))
+    x = jax.random.normal(k_x, (batch, WIDTH))
     stds = []
     for layer, k in zip(layers, jax.random.split(k_init, DEPTH)):
         _, params, state = layer.init(k, (WIDTH,))
@@ -45,10 +46,13 @@ def activation_stds(w_init, activation, key):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a batch of 128 inputs instead of 512")
     parser.add_argument("--plot", help="save a PNG of the activation spread per layer here")
     args = parser.parse_args()
     key = jax.random.key(0)
-    table = {(name, act.__name__): activation_stds(w, act, key) for name, w in SCALES.items() for act in (Tanh, Relu)}
+    batch = 128 if args.quick else 512
+    table = {(name, act.__name__): activation_stds(w, act, key, batch)
+             for name, w in SCALES.items() for act in (Tanh, Relu)}
     print(f"std of each layer's activations, {DEPTH} layers of width {WIDTH}")
     print(f"{'initializer':28s} {'act':5s} " + " ".join(f"L{i + 1:<7d}" for i in range(DEPTH)))
     for (name, act), stds in table.items():

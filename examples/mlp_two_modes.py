@@ -10,6 +10,7 @@ Two checks:
 long non-convex optimization, which says nothing about the gradients. Hence check 1.)
 
 Run:  python examples/mlp_two_modes.py [--steps 2000]
+      python examples/mlp_two_modes.py --quick     (600 float32 steps, 100 float64 steps: seconds)
 """
 
 import argparse
@@ -50,9 +51,12 @@ def make_step(model, state, x, y, opt, mode):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--quick", action="store_true", help="600 float32 steps (unless --steps), 100 float64 steps")
+    parser.add_argument("--steps", type=int, default=None, help="float32 training steps: 2000 (600 with --quick)")
     parser.add_argument("--lr", type=float, default=1e-2)
     args = parser.parse_args()
+    args.steps = args.steps or (600 if args.quick else 2000)
+    steps64 = 100 if args.quick else 300
 
     key_data, key_init = jax.random.split(jax.random.key(0))
     x, y = spirals(key_data)
@@ -81,11 +85,11 @@ def main():
         for mode in ("autodiff", "manual"):
             step = make_step(model, state, x64, y, opt, mode)
             q, s = to64(params), opt.init(to64(params))
-            for _ in range(300):
+            for _ in range(steps64):
                 q, s, _, _ = step(q, s)
             ends.append(q)
         drift = rel_err(ends[1], ends[0])
-    print(f"float64, 300 steps: params(manual) vs params(autodiff) relative difference {drift:.1e}")
+    print(f"float64, {steps64} steps: params(manual) vs params(autodiff) relative difference {drift:.1e}")
 
     agree = worst < 1e-3 and drift < 1e-8
     print("the two gradient modes agree" if agree else "THE GRADIENT MODES DISAGREE")

@@ -1,6 +1,7 @@
 """Optimizer trajectories on the Rosenbrock function, as a contour plot.
 
     python examples/optimizers_2d.py --out optimizers_2d.png [--steps 600]
+    python examples/optimizers_2d.py --quick --out optimizers_2d.png   (500 steps, a coarser contour grid)
 
 Runs SGD, momentum, Nesterov, AdaGrad, RMSprop, Adam and Rprop from (-1.5, 2) and draws
 each path (left) and the loss per step (right). Each run is one jitted lax.scan.
@@ -54,7 +55,7 @@ def trajectory(opt, steps: int) -> np.ndarray:
     return np.asarray(run(jnp.asarray(START, jnp.float32)))
 
 
-def plot(paths: dict[str, np.ndarray], out: str) -> None:
+def plot(paths: dict[str, np.ndarray], out: str, grid: int = 400) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,7 +63,7 @@ def plot(paths: dict[str, np.ndarray], out: str) -> None:
     from matplotlib.colors import LogNorm
 
     fig, (ax, ax_loss) = plt.subplots(1, 2, figsize=(15, 6.5), gridspec_kw={"width_ratios": [1.35, 1]})
-    xs, ys = np.meshgrid(np.linspace(-2.0, 2.0, 400), np.linspace(-1.0, 3.3, 400))
+    xs, ys = np.meshgrid(np.linspace(-2.0, 2.0, grid), np.linspace(-1.0, 3.3, grid))
     zs = (1.0 - xs) ** 2 + 100.0 * (ys - xs**2) ** 2
     cs = ax.contourf(xs, ys, zs, levels=np.logspace(-2, 3.5, 23), norm=LogNorm(), cmap="Greys", alpha=0.55)
     ax.contour(xs, ys, zs, levels=np.logspace(-2, 3.5, 12), norm=LogNorm(), colors="grey", linewidths=0.4)
@@ -93,13 +94,15 @@ def plot(paths: dict[str, np.ndarray], out: str) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="optimizers_2d.png", help="where to save the PNG")
-    parser.add_argument("--steps", type=int, default=1500, help="updates per optimizer")
+    parser.add_argument("--quick", action="store_true", help="500 steps (unless --steps), a coarser contour grid")
+    parser.add_argument("--steps", type=int, default=None, help="updates per optimizer: 1500 (500 with --quick)")
     args = parser.parse_args(argv)
+    args.steps = args.steps or (500 if args.quick else 1500)
     paths = {name: trajectory(opt, args.steps) for name, opt in OPTIMIZERS.items()}
     for name, path in paths.items():
         print(f"{name:30s} final point ({path[-1, 0]: .4f}, {path[-1, 1]: .4f})  "
               f"loss {float(rosenbrock(path[-1])):.2e}")
-    plot(paths, args.out)
+    plot(paths, args.out, grid=150 if args.quick else 400)
     print(f"saved {args.out}")
 
 

@@ -79,6 +79,7 @@ def test_fit_compiles_before_epoch_one_and_never_again(fused, compiles):
     kw = dict(batch_size=32, progress=False, fused=fused, val_data=(x[:80], y[:80]), eval_batch_size=32)
     fit(net, loss, opt, (x, y), epochs=3, key=jax.random.key(0), callbacks=(record,), **kw)
     assert seen[0][0] == 2  # the training step once, the validation batch once
+    assert seen[0][1] > 0  # positive control: the compile counter counts (else "== before" below is vacuous)
     assert seen[0] == seen[1] == seen[2], seen  # epochs 2 and 3: no trace, no compile
 
     # Another call, same objects and shapes (another key): everything comes from the caches.
@@ -99,14 +100,17 @@ def test_jitted_train_step_traces_once(compiles):
     x, y = data(64)
     ts = init_train_state(net, opt, x.shape[1:], jax.random.key(0))
     step = jax.jit(train_step(net, loss, opt, grad_mode="custom_vjp"))
+    before = compiles[COMPILE_EVENT]
     ts, _ = step(ts, x, y, lr_scale=1.0)  # (leaving lr_scale out is another signature: one more trace)
     first = (traces[0], compiles[COMPILE_EVENT])
     assert first[0] == 1
+    assert first[1] > before  # positive control: the first call compiles, and the counter sees it
     for scale in (0.5, 0.25, 1.0):
         ts, _ = step(ts, x, y, lr_scale=scale)
     assert (traces[0], compiles[COMPILE_EVENT]) == first
     ts, _ = step(ts, x[:32], y[:32], lr_scale=1.0)  # a new batch shape: one more trace, as any jit
     assert traces[0] == 2
+    assert compiles[COMPILE_EVENT] > first[1]
 
 
 def test_equal_but_new_objects_get_their_own_programs(compiles):
@@ -116,6 +120,7 @@ def test_equal_but_new_objects_get_their_own_programs(compiles):
     x, y = data()
     kw = dict(epochs=1, batch_size=32, key=jax.random.key(0), progress=False)
     fit(net, loss, optim.sgd(0.1), (x, y), **kw)
-    before = traces[0]
+    before = (traces[0], compiles[COMPILE_EVENT])
     fit(net, loss, optim.sgd(0.1), (x, y), **kw)
-    assert traces[0] == before + 1
+    assert traces[0] == before[0] + 1
+    assert compiles[COMPILE_EVENT] > before[1]
