@@ -64,15 +64,16 @@ def models():
     return {"mlp": mlp, "cnn": cnn}
 
 
-def train(model, *, mesh=None, **kw):
-    """EPOCHS epochs of adam on data() from key 0: -> (TrainState, History)."""
+def train(model, *, mesh=None, optimizer="adam", **kw):
+    """EPOCHS epochs of adam (or "sgd") on data() from key 0: -> (TrainState, History)."""
     import jax
 
     from fnn import losses, optim
     from fnn.train import fit
 
     kw = {"epochs": EPOCHS, "batch_size": BATCH, "key": jax.random.key(0), "progress": False, **kw}
-    return fit(model, losses.softmax_cross_entropy, optim.adam(1e-2), data(), mesh=mesh, **kw)
+    opt = optim.adam(1e-2) if optimizer == "adam" else optim.sgd(0.1)
+    return fit(model, losses.softmax_cross_entropy, opt, data(), mesh=mesh, **kw)
 
 
 def host_leaves(tree):
@@ -101,7 +102,10 @@ def max_errors(a, b):
 # Cases: (name, model, mesh kind, fit keywords). "data": fnn.parallel.data_mesh() (Auto axes);
 # "make_mesh": jax.make_mesh (Explicit axes in current JAX); "2d set_mesh": a (4, 2) make_mesh mesh,
 # batch on "data", that is also the caller's jax.set_mesh context. (Autodiff's conv gradient
-# inside lax.scan is slow on XLA:CPU, so the conv net's autodiff case runs per step.)
+# inside lax.scan is slow on XLA:CPU, so the conv net's autodiff case runs per step.) Adam hides a
+# gradient scaled by a constant (its step is invariant to it, up to eps): the "sgd" cases would
+# show per-device gradients summed instead of averaged, or the padded batch's mask count (4 real
+# of 32 in the last step) taken per device instead of over the whole batch.
 CASES = [
     ("mlp auto (custom_vjp) fused, 2-D mesh in set_mesh, val", "mlp", "2d set_mesh", {"val_data": "train"}),
     ("mlp autodiff per-step", "mlp", "make_mesh", {"grad_mode": "autodiff", "fused": False}),
@@ -109,6 +113,10 @@ CASES = [
     ("cnn manual fused", "cnn", "data", {"grad_mode": "manual"}),
     ("cnn autodiff per-step, pad", "cnn", "make_mesh",
      {"grad_mode": "autodiff", "fused": False, "remainder": "pad"}),
+    ("mlp manual fused, pad, sgd", "mlp", "data", {"grad_mode": "manual", "remainder": "pad", "optimizer": "sgd"}),
+    ("mlp custom_vjp per-step, pad, sgd", "mlp", "make_mesh",
+     {"grad_mode": "custom_vjp", "fused": False, "remainder": "pad", "optimizer": "sgd"}),
+    ("cnn manual fused, pad, sgd", "cnn", "data", {"grad_mode": "manual", "remainder": "pad", "optimizer": "sgd"}),
 ]
 
 # The two-process run: the MLP, fused (manual gradient) and per step (autodiff).
