@@ -1,6 +1,6 @@
 """grad_mode="manual" wherever autodiff is tested: masked steps, fit(remainder="pad"), mixed precision.
 
-The hand-written backward of the masked loss (``fnn.train._masked``) only runs with a mask and
+The hand-written backward of the masked loss (``fnn.train.masked``) only runs with a mask and
 grad_mode="manual"; custom_vjp differentiates the masked loss's value with autodiff (the layers'
 backward still hand-written), so both "autodiff" and "custom_vjp" are independent references for
 it. The masks keep 5 of 12 examples: a 1/B instead of 1/count weight is off by a factor 12/5.
@@ -22,7 +22,7 @@ from fnn.layers.dense import Dense
 from fnn.layers.pool import MaxPool
 from fnn.layers.reshape import Flatten
 from fnn.precision import Policy, apply_policy, cast_floating
-from fnn.train import _masked, fit, init_train_state, train_step
+from fnn.train import fit, init_train_state, masked, train_step
 
 CE, MSE = losses.softmax_cross_entropy, losses.mse
 F32, F64, BF16 = jnp.dtype(jnp.float32), jnp.dtype(jnp.float64), jnp.dtype(jnp.bfloat16)
@@ -146,7 +146,7 @@ def test_bfloat16_manual_gradient_within_rounding_of_autodiff(net):
     x = np.random.default_rng(2).standard_normal((12,) + shape).astype(np.float32)
     y = np.arange(12, dtype=np.int32) % 3
     target = (y, MASK.astype(np.float32))
-    loss = _masked(CE)
+    loss = masked(CE)
     grads = {mode: leaves(jax.jit(value_and_grad(mixed, loss, mode))(params, state, x, target)[1])
              for mode in ("manual", "autodiff", "custom_vjp")}
 
