@@ -295,12 +295,21 @@ class StepRecorder(Callback):
 
 class Progress(Callback):
     """A tqdm bar on stderr (per epoch when fused, per step otherwise), or one plain line per
-    epoch when tqdm is not installed."""
+    epoch when tqdm is not installed.
+
+    Args:
+      enabled: True shows it, False hides it, None (the default) shows it only when stderr is a
+        terminal (tqdm's own ``disable=None`` rule), so logs redirected to a file stay clean.
+    """
 
     order = 30
 
-    def __init__(self, enabled: bool = True):
-        self.enabled, self.bar = bool(enabled), None
+    def __init__(self, enabled: bool | None = None):
+        self.setting, self.bar = enabled, None
+
+    def on_fit_start(self, run: Run) -> None:
+        isatty = getattr(sys.stderr, "isatty", None)
+        self.enabled = bool(self.setting) if self.setting is not None else bool(isatty and isatty())
 
     def on_epoch_start(self, run: Run) -> None:
         if not self.enabled:

@@ -97,7 +97,7 @@ def scan_body(step: Callable, use_mask: bool, record: Probe | None = None) -> Ca
             return {}
         n = ts.step + 1
         sub = jax.random.split(jax.random.clone(ts.key))[1]  # the key train_step gives the model
-        shapes = jax.eval_shape(record.run, ts.params, ts.state, x, sub, True)
+        shapes = jax.eval_shape(lambda p, s, xx, k: record.run(p, s, xx, k, True), ts.params, ts.state, x, sub)
         blank = {k: jnp.full(v.shape, jnp.nan, v.dtype) for k, v in shapes.items()}
         return jax.lax.cond((n == 1) | (n % record.every == 0),
                             lambda: record.run(ts.params, ts.state, x, sub, True), lambda: blank)
