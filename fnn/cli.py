@@ -161,10 +161,45 @@ def format_confusion(conf, class_names) -> str:
     return "\n".join(lines)
 
 
-def train(args) -> int:
+class _Exit(Exception):
+    """Stop `fnn train` with this exit code after logging the message."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def _load_data(args):
+    """(ds, train, val or None, test, fit_key): split, then standardized with training statistics only."""
     import jax
 
-    from fnn import data, losses, precision
+    from fnn import data
+
+    loader = data.load_fashion_mnist if args.dataset == "fashion-mnist" else data.load_mnist
+    try:
+        ds = loader(args.data_dir, download=not args.no_download, verbose=True)
+    except (FileNotFoundError, ValueError) as e:
+        raise _Exit(1, f"fnn train: error: {e}") from None
+    (x_train, y_train), (x_test, y_test) = ds.train, ds.test
+    if args.limit is not None:
+        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    split_key, fit_key = jax.random.split(jax.random.key(args.seed))
+    val = None
+    if args.val_fraction > 0:
+        try:
+            (x_train, y_train), val = data.train_val_split(split_key, x_train, y_train, args.val_fraction)
+        except ValueError as e:
+            raise _Exit(2, f"fnn train: error: {e}") from None
+    scaler = data.Standardizer.fit(x_train, per=args.standardize)
+    if val is not None:
+        val = (scaler.apply(val[0]), val[1])
+    if args.batch_size > len(x_train):
+        raise _Exit(2, f"fnn train: error: --batch-size {args.batch_size} is larger than the {len(x_train)} "
+                       f"training images")
+    return ds, (scaler.apply(x_train), y_train), val, (scaler.apply(x_test), y_test), fit_key
+
+
+def _callbacks(args, out: Path) -> list:
     from fnn.train import (
         Checkpoint,
         EarlyStopping,
@@ -173,68 +208,83 @@ def train(args) -> int:
         ReduceLROnPlateau,
         StepRecorder,
         echo,
-        evaluate,
-        fit,
-        table_header,
         table_row,
     )
-
-    wall0 = time.perf_counter()
-    loader = data.load_fashion_mnist if args.dataset == "fashion-mnist" else data.load_mnist
-    try:
-        ds = loader(args.data_dir, download=not args.no_download, verbose=True)
-    except (FileNotFoundError, ValueError) as e:
-        _log(f"fnn train: error: {e}")
-        return 1
-    (x_train, y_train), (x_test, y_test) = ds.train, ds.test
-    if args.limit is not None:
-        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
-
-    key = jax.random.key(args.seed)
-    split_key, fit_key = jax.random.split(key)
-    val = None
-    if args.val_fraction > 0:
-        try:
-            (x_train, y_train), val = data.train_val_split(split_key, x_train, y_train, args.val_fraction)
-        except ValueError as e:
-            _log(f"fnn train: error: {e}")
-            return 2
-    scaler = data.Standardizer.fit(x_train, per=args.standardize)
-    x_train = scaler.apply(x_train)
-    x_test = scaler.apply(x_test)
-    if val is not None:
-        val = (scaler.apply(val[0]), val[1])
-    if args.batch_size > len(x_train):
-        _log(f"fnn train: error: --batch-size {args.batch_size} is larger than the {len(x_train)} "
-             f"training images")
-        return 2
-
-    out = args.out or Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
-    model = _build_model(args.model, tuple(x_train.shape[1:]), len(CLASS_NAMES[ds.name]))
-    optimizer = _build_optimizer(args)
-    _log(f"fnn train: {args.model} on {ds.name} ({'embedded sample' if ds.is_sample else ds.source}): "
-         f"{len(x_train)} train, {0 if val is None else len(val[0])} validation, {len(x_test)} test "
-         f"images; {args.optimizer} lr={args.lr}, batch {args.batch_size}, {args.epochs} epochs; "
-         f"output in {out}")
-
-    echo(table_header())
 
     def print_row(epoch, ts, record):
         echo(table_row(record))
 
-    callbacks = [print_row, LearningRateLog(args.lr), Progress(not args.no_progress),
+    progress = False if args.no_progress else None  # None: a bar only when stderr is a terminal
+    callbacks = [print_row, LearningRateLog(args.lr), Progress(progress),
                  Checkpoint(out, resume=args.resume, verbose=not args.no_progress)]
     callbacks += [ReduceLROnPlateau(0.5, patience=args.plateau)] if args.plateau else []
     callbacks += [EarlyStopping(args.early_stopping)] if args.early_stopping else []
     callbacks += [StepRecorder(args.record_every)] if args.record_every else []
+    return callbacks
+
+
+def _write_outputs(args, out: Path, ds, history, result) -> list[str]:
+    """history.jsonl (steps.jsonl) and the plots; returns the names of the files written."""
+    history.save_jsonl(out / "history.jsonl")
+    written = ["history.jsonl"]
+    if history.steps:
+        history.save_steps_jsonl(out / "steps.jsonl")
+        written.append("steps.jsonl")
+    if len(history):
+        try:
+            from fnn.plot import plot_confusion, plot_grad_norms, plot_history
+        except ImportError as e:
+            _log(f"fnn train: skipping plots: {e}")
+            return written
+        title = f"{args.model} on {ds.name}"
+        plot_history(history, out / "curves.png", title=title)
+        plot_confusion(result["confusion"], CLASS_NAMES[ds.name], out / "confusion.png",
+                       title=f"{title}: test accuracy {result['accuracy']:.4f}")
+        written += ["curves.png", "confusion.png"]
+        if history.steps:
+            plot_grad_norms(history, out / "grad_norms.png", title=f"{title}: per-layer gradients")
+            written.append("grad_norms.png")
+    return written
+
+
+def _report(args, out: Path, ds, history, result, wall0: float) -> dict:
+    train_seconds = float(sum(history["seconds"]))
+    images = float(sum(r["images_per_second"] * r["seconds"] for r in history.records
+                       if r["images_per_second"] is not None))
+    return {
+        "test_accuracy": result["accuracy"], "test_loss": result["loss"], "train_seconds": train_seconds,
+        "images_per_second": images / train_seconds if train_seconds > 0 else None, "epochs": len(history),
+        "val_accuracy": history.records[-1]["val_accuracy"] if len(history) else None,
+        "compile_seconds": history.compile_seconds, "wall_seconds": time.perf_counter() - wall0,
+        "model": args.model, "dataset": ds.name, "sample_data": ds.is_sample, "grad_mode": args.grad_mode,
+        "compute_dtype": args.compute_dtype, "stop_reason": history.stop_reason, "out": str(out),
+    }
+
+
+def train(args) -> int:
+    from fnn import losses, precision
+    from fnn.train import echo, evaluate, fit, table_header
+
+    wall0 = time.perf_counter()
+    try:
+        ds, (x_train, y_train), val, (x_test, y_test), fit_key = _load_data(args)
+    except _Exit as e:
+        _log(str(e))
+        return e.code
+    out = args.out or Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    model = _build_model(args.model, tuple(x_train.shape[1:]), len(CLASS_NAMES[ds.name]))
+    _log(f"fnn train: {args.model} on {ds.name} ({'embedded sample' if ds.is_sample else ds.source}): "
+         f"{len(x_train)} train, {0 if val is None else len(val[0])} validation, {len(x_test)} test "
+         f"images; {args.optimizer} lr={args.lr}, batch {args.batch_size}, {args.epochs} epochs; "
+         f"output in {out}")
+    echo(table_header())
     # Mixed precision wraps the trained model; the test set is evaluated in float32.
     trained = model if args.compute_dtype == "float32" else precision.apply_policy(model, args.compute_dtype)
     try:
-        ts, history = fit(
-            trained, losses.softmax_cross_entropy, optimizer, (x_train, y_train), epochs=args.epochs,
-            batch_size=args.batch_size, key=fit_key, val_data=val, fused=not args.per_step,
-            grad_mode=args.grad_mode, callbacks=callbacks)
+        ts, history = fit(trained, losses.softmax_cross_entropy, _build_optimizer(args), (x_train, y_train),
+                          epochs=args.epochs, batch_size=args.batch_size, key=fit_key, val_data=val,
+                          fused=not args.per_step, grad_mode=args.grad_mode, callbacks=_callbacks(args, out))
     except ValueError as e:
         _log(f"fnn train: error: {e}")
         return 2
@@ -242,48 +292,12 @@ def train(args) -> int:
         _log(f"fnn train: {history.stop_reason}")
 
     result = evaluate(model, losses.softmax_cross_entropy, ts.params, ts.state, x_test, y_test)
-    names = CLASS_NAMES[ds.name]
     summary_file = sys.stderr if args.json else sys.stdout
     echo(f"test: loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f} "
          f"({len(x_test)} images)", file=summary_file)
-    echo(format_confusion(result["confusion"], names), file=summary_file)
-
-    history.save_jsonl(out / "history.jsonl")
-    written = ["history.jsonl", "curves.png", "confusion.png"]
-    if history.steps:
-        history.save_steps_jsonl(out / "steps.jsonl")
-        written += ["steps.jsonl", "grad_norms.png"]
-    if len(history):
-        try:
-            from fnn.plot import plot_confusion, plot_grad_norms, plot_history
-            title = f"{args.model} on {ds.name}"
-            plot_history(history, out / "curves.png", title=title)
-            plot_confusion(result["confusion"], names, out / "confusion.png",
-                           title=f"{title}: test accuracy {result['accuracy']:.4f}")
-            if history.steps:
-                plot_grad_norms(history, out / "grad_norms.png", title=f"{title}: per-layer gradients")
-        except ImportError as e:
-            _log(f"fnn train: skipping plots: {e}")
-    train_seconds = float(sum(history["seconds"]))
-    images = float(sum(r["images_per_second"] * r["seconds"] for r in history.records
-                       if r["images_per_second"] is not None))
-    report = {
-        "test_accuracy": result["accuracy"],
-        "test_loss": result["loss"],
-        "train_seconds": train_seconds,
-        "images_per_second": images / train_seconds if train_seconds > 0 else None,
-        "epochs": len(history),
-        "val_accuracy": history.records[-1]["val_accuracy"] if len(history) else None,
-        "compile_seconds": history.compile_seconds,
-        "wall_seconds": time.perf_counter() - wall0,
-        "model": args.model,
-        "dataset": ds.name,
-        "sample_data": ds.is_sample,
-        "grad_mode": args.grad_mode,
-        "compute_dtype": args.compute_dtype,
-        "stop_reason": history.stop_reason,
-        "out": str(out),
-    }
+    echo(format_confusion(result["confusion"], CLASS_NAMES[ds.name]), file=summary_file)
+    written = _write_outputs(args, out, ds, history, result)
+    report = _report(args, out, ds, history, result, wall0)
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     _log(f"fnn train: wrote {out / 'checkpoint.fnn'}, {', '.join(written)}, results.json")
     if args.json:
