@@ -79,7 +79,7 @@ def test_three_modes_agree_under_jit_with_identical_structure(key):
     _, params, state = model.init(key, (5,))
     x = jax.random.normal(key, (7, 5))
     y = jnp.arange(7) % 3
-    results = {m: jax.jit(value_and_grad(model, losses.softmax_cross_entropy, m))(
+    results = {m: jax.jit(value_and_grad(model, losses.softmax_cross_entropy, grad_mode=m))(
         params, state, x, y, key=jax.random.key(3)) for m in ("manual", "autodiff", "custom_vjp")}
     ref = results["autodiff"]
     for mode, ((value, _), grads) in results.items():
@@ -92,7 +92,7 @@ def test_three_modes_agree_under_jit_with_identical_structure(key):
 def test_manual_mode_uses_no_autodiff(monkeypatch, key):
     model = serial(Dense(4), Tanh(), Dense(2))
     _, params, state = model.init(key, (3,))
-    f = value_and_grad(model, losses.mse, "manual", penalty=losses.l2(0.1))
+    f = value_and_grad(model, losses.mse, grad_mode="manual", penalty=losses.l2(0.1))
 
     def forbidden(*args, **kwargs):
         raise AssertionError("autodiff used on the manual path")
@@ -118,7 +118,7 @@ def test_manual_mode_runs_each_forward_once(key):
     counted = Layer("Counted", dense.init, apply, backward)
     model = serial(counted, Tanh(), serial(counted, Relu()), Dense(2))
     _, params, state = model.init(key, (3,))
-    value_and_grad(model, losses.mse, "manual")(params, state, jnp.ones((2, 3)), jnp.zeros((2, 2)))
+    value_and_grad(model, losses.mse, grad_mode="manual")(params, state, jnp.ones((2, 3)), jnp.zeros((2, 2)))
     assert calls == {"apply": 2, "backward": 2}
 
 
@@ -136,9 +136,9 @@ def test_penalty_is_added_in_every_mode(key):
     model = serial(Dense(4), Tanh(), Dense(2))
     _, params, state = model.init(key, (3,))
     x, y = jnp.ones((2, 3), jnp.float32), jnp.zeros((2, 2), jnp.float32)
-    (plain, _), g0 = value_and_grad(model, losses.mse, "autodiff")(params, state, x, y)
+    (plain, _), g0 = value_and_grad(model, losses.mse, grad_mode="autodiff")(params, state, x, y)
     for mode in ("manual", "autodiff", "custom_vjp"):
-        (value, _), g = value_and_grad(model, losses.mse, mode, penalty=losses.l2(0.5))(params, state, x, y)
+        (value, _), g = value_and_grad(model, losses.mse, grad_mode=mode, penalty=losses.l2(0.5))(params, state, x, y)
         np.testing.assert_allclose(value, plain + losses.l2(0.5).value(params, None), rtol=1e-6)
         np.testing.assert_allclose(g[2]["w"], g0[2]["w"] + 0.5 * params[2]["w"], rtol=1e-5, atol=1e-7)
 
@@ -155,4 +155,4 @@ def test_with_own_vjp_supports_jax_transforms(key):
 
 def test_unknown_mode():
     with pytest.raises(ValueError, match=r"value_and_grad: mode must be one of \['manual', 'autodiff', 'custom_vjp'\]"):
-        value_and_grad(serial(Dense(1)), losses.mse, "numeric")
+        value_and_grad(serial(Dense(1)), losses.mse, grad_mode="numeric")
