@@ -1,5 +1,7 @@
 """Whole networks: manual backward == autodiff == custom_vjp, on random MLPs."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 from strategies import seeds
 
 from fnn import losses
-from fnn.backprop import value_and_grad, with_own_vjp
+from fnn.backprop import resolve_grad_mode, value_and_grad, with_own_vjp
 from fnn.core import Layer, Loss
 from fnn.gradcheck import check_model, rel_err
 from fnn.layers.activation import Elu, Gelu, LeakyRelu, LogSoftmax, Relu, Sigmoid, Softmax, Tanh
@@ -154,5 +156,44 @@ def test_with_own_vjp_supports_jax_transforms(key):
 
 
 def test_unknown_mode():
-    with pytest.raises(ValueError, match=r"value_and_grad: mode must be one of \['manual', 'autodiff', 'custom_vjp'\]"):
+    with pytest.raises(ValueError, match=r"value_and_grad: grad_mode must be one of "
+                                         r"\['auto', 'manual', 'autodiff', 'custom_vjp'\]"):
         value_and_grad(serial(Dense(1)), losses.mse, grad_mode="numeric")
+
+
+def _grads(f, params, state, x, y):
+    (value, _), grads = jax.jit(f)(params, state, x, y)
+    return [value] + jax.tree.leaves(grads)
+
+
+def test_default_grad_mode_is_auto():
+    model = serial(Dense(4), Relu(), Dense(2))
+    _, params, state = model.init(jax.random.key(0), (3,))
+    x, y = jax.random.normal(jax.random.key(1), (5, 3)), jax.random.normal(jax.random.key(2), (5, 2))
+    assert resolve_grad_mode("auto") == ("custom_vjp" if jax.default_backend() == "cpu" else "autodiff")
+    assert [resolve_grad_mode(m) for m in ("manual", "autodiff", "custom_vjp")] == ["manual", "autodiff", "custom_vjp"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        default = _grads(value_and_grad(model, losses.mse), params, state, x, y)
+        resolved = _grads(value_and_grad(model, losses.mse, grad_mode=resolve_grad_mode("auto")), params, state, x, y)
+    for a, b in zip(default, resolved, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="resolve_grad_mode: grad_mode must be one of"):
+        resolve_grad_mode("numeric")
+
+
+def test_mode_is_deprecated_positional_or_keyword():
+    model = serial(Dense(4), Tanh(), Dense(2))
+    _, params, state = model.init(jax.random.key(0), (3,))
+    x, y = jax.random.normal(jax.random.key(1), (5, 3)), jax.random.normal(jax.random.key(2), (5, 2))
+    for m in ("manual", "autodiff"):
+        new = _grads(value_and_grad(model, losses.mse, grad_mode=m), params, state, x, y)
+        with pytest.warns(DeprecationWarning, match=r"value_and_grad.*is deprecated, use .*grad_mode="):
+            positional = _grads(value_and_grad(model, losses.mse, m), params, state, x, y)
+        with pytest.warns(DeprecationWarning, match="grad_mode="):
+            keyword = _grads(value_and_grad(model, losses.mse, mode=m), params, state, x, y)
+        for a, b, c in zip(new, positional, keyword, strict=True):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(a, c)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="not both"):
+        value_and_grad(model, losses.mse, mode="manual", grad_mode="autodiff")

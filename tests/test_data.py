@@ -5,6 +5,7 @@ import hashlib
 import io
 import struct
 import urllib.error
+import warnings
 from pathlib import Path
 
 import jax
@@ -379,10 +380,10 @@ def test_epoch_batches_pad_and_jit(key):
     valid = np.asarray(b.y).ravel()[mask == 1]
     np.testing.assert_array_equal(np.sort(valid), np.arange(10))  # each exactly once
     jitted = jax.jit(epoch_batches, static_argnames=("batch_size", "remainder"))
-    bj = jitted(key, x, y, batch_size=4, remainder="pad")
+    bj = jitted(x, y, batch_size=4, key=key, remainder="pad")
     for a, c in zip(bj, b, strict=True):
         np.testing.assert_array_equal(a, c)
-    assert jitted(key, x, y, batch_size=3).x.shape == (3, 3, 1)
+    assert jitted(x, y, batch_size=3, key=key).x.shape == (3, 3, 1)
 
 
 @pytest.mark.parametrize("remainder", ["drop", "pad"])
@@ -429,3 +430,70 @@ def test_iterate_batches(key):
         iterate_batches(x, y, 4)
     with pytest.raises(ValueError, match="batch_size=11 is larger .* N=10, so remainder='drop'"):
         iterate_batches(x, y, 11, shuffle=False, remainder="drop")
+
+
+# ----------------------------------------------------------------------------------------
+# Deprecated spellings (removed in 0.3): they warn and give the same result
+
+
+def test_positional_key_is_deprecated_and_still_works(key):
+    x, y = np.arange(20, dtype=np.float64)[:, None], np.arange(20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new spelling does not warn
+        split = train_val_split(x, y, 0.2, key=key)
+        idx, mask = epoch_indices(20, 6, key=key, remainder="pad")
+        batches = epoch_batches(x, y, 6, key=key)
+    with pytest.warns(DeprecationWarning, match=r"train_val_split\(\) with a positional key is deprecated"):
+        old_split = train_val_split(key, x, y, 0.2)
+    with pytest.warns(DeprecationWarning, match="positional key"):
+        old_split_kw = train_val_split(key, x, y, val_fraction=0.2)
+    for a, b, c in zip(jax.tree.leaves(split), jax.tree.leaves(old_split), jax.tree.leaves(old_split_kw), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    with pytest.warns(DeprecationWarning, match=r"epoch_indices\(\) with a positional key"):
+        old_idx, old_mask = epoch_indices(key, 20, 6, remainder="pad")
+    np.testing.assert_array_equal(old_idx, idx)
+    np.testing.assert_array_equal(old_mask, mask)
+    with pytest.warns(DeprecationWarning, match=r"epoch_batches\(\) with a positional key"):
+        old_batches = epoch_batches(key, x, y, 6)
+    for a, b in zip(old_batches, batches, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_positional_key_still_works_under_jit(key):
+    """fit's fused epoch called epoch_indices(perm_key, n, batch_size, ...) on a traced key."""
+    new = jax.jit(lambda k: epoch_indices(22, 5, key=k, remainder="pad"))(key)
+    with pytest.warns(DeprecationWarning, match="positional key"):
+        old = jax.jit(lambda k: epoch_indices(k, 22, 5, remainder="pad"))(key)
+    for a, b in zip(old, new, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_key_is_keyword_only(key):
+    x, y = np.zeros((10, 2)), np.zeros(10)
+    with pytest.raises(TypeError, match="key"):
+        train_val_split(x, y, 0.2)
+    with pytest.raises(TypeError, match="key"):
+        epoch_indices(10, 2)
+    with pytest.raises(TypeError, match="key"):
+        epoch_batches(x, y, 2)
+
+
+def test_drop_remainder_is_deprecated(key):
+    x, y = np.arange(10)[:, None], np.arange(10)
+
+    def run(**kw):
+        return [b[1].tolist() for b in iterate_batches(x, y, 4, key=key, **kw)]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        drop, keep = run(remainder="drop"), run(remainder="keep")
+        assert run() == keep and [len(b) for b in drop] == [4, 4] and [len(b) for b in keep] == [4, 4, 2]
+    with pytest.warns(DeprecationWarning, match=r"iterate_batches\(drop_remainder=...\) is deprecated"):
+        assert run(drop_remainder=True) == drop
+    with pytest.warns(DeprecationWarning):
+        assert run(drop_remainder=False) == keep
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="not both"):
+        run(remainder="drop", drop_remainder=True)
+    with pytest.raises(ValueError, match=r"iterate_batches: remainder must be one of \['drop', 'keep'\]"):
+        run(remainder="pad")

@@ -54,6 +54,17 @@ def test_random_search_space_is_deterministic_per_key_and_within_bounds():
         search.loguniform(0.0, 1.0)
 
 
+def test_sample_with_a_positional_key_is_deprecated():
+    space = {"lr": search.loguniform(1e-4, 1e-1), "width": [16, 32, 64]}
+    new = search.sample(space, 4, key=jax.random.key(3))
+    with pytest.warns(DeprecationWarning, match=r"sample\(\) with a positional key is deprecated"):
+        assert search.sample(space, 4, jax.random.key(3)) == new
+    with pytest.warns(DeprecationWarning):
+        assert search.sample(space, 4, 3) == new  # an int seed, as before
+    with pytest.raises(TypeError, match="key"):
+        search.sample(space, 4)
+
+
 # ----------------------------------------------------------------------------------------
 # grid_search / random_search
 
