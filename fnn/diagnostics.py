@@ -676,7 +676,7 @@ def overfit_one_batch(model: Layer, loss: Loss, optimizer: Optimizer, x, y, *, k
     steps = check_positive_int("overfit_one_batch", "steps", steps)
     grad_mode = resolve_grad_mode(grad_mode, name="overfit_one_batch")
     x, y = jnp.asarray(x), jnp.asarray(y)
-    ts = init_train_state(model, optimizer, x.shape[1:], key)
+    ts = init_train_state(model, optimizer, x.shape[1:], key=key)
     losses_, norms, final = jax.device_get(_overfit_fn(model, loss, optimizer, grad_mode, steps)(ts, x, y))
     losses_, norms, final = np.asarray(losses_, np.float64), np.asarray(norms, np.float64), float(final)
     initial = float(losses_[0])

@@ -458,7 +458,7 @@ class _FitObjective:
         data = self.train_data if train_data is None else train_data
         kwargs = dict(self.fit_kwargs)
         if "init_scale" in config:
-            ts = init_train_state(model, opt, np.shape(data[0])[1:], key)
+            ts = init_train_state(model, opt, np.shape(data[0])[1:], key=key)
             scale = float(config["init_scale"])
             params = jax.tree.map(partial(_scale_param, scale=scale), ts.params)
             kwargs["train_state"] = ts._replace(params=params)
