@@ -41,7 +41,7 @@ def _median_time(f, *args, repeats):
 
 
 def build(mode, model, state, lr=0.01):
-    grad_fn = value_and_grad(model, softmax_cross_entropy, mode)
+    grad_fn = value_and_grad(model, softmax_cross_entropy, grad_mode=mode)
 
     def sgd_step(params, batch):
         x, y = batch

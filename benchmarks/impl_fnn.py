@@ -111,7 +111,7 @@ class StepLoop(_Base):
         self._key = jax.random.key(self.settings.seed + 1)
 
     def start_epoch(self, epoch: int) -> None:
-        b = self._batches(jax.random.fold_in(self._key, epoch), self.x, self.y, batch_size=self.w.batch)
+        b = self._batches(self.x, self.y, batch_size=self.w.batch, key=jax.random.fold_in(self._key, epoch))
         self.xb, self.yb = b.x, b.y
 
     def step(self, i: int):

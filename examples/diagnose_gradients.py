@@ -55,7 +55,7 @@ def run(title, model, optimizer, data, probe, out: Path, epochs: int, every: int
     """fit with a recorder and per-step records; print the first report, the History and the verdicts; plot."""
     key = jax.random.key(0)
     rec = diagnostics.recorder(model, CE, *probe, optimizer=optimizer)
-    ts0 = init_train_state(model, optimizer, (784,), key)
+    ts0 = init_train_state(model, optimizer, (784,), key=key)
     rec(0, ts0)  # the state before training
     print(f"\n=== {title} ===")
     print(diagnostics.format_report(rec.records[0].report, verdicts=False))

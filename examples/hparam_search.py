@@ -31,7 +31,7 @@ CE = losses.softmax_cross_entropy
 def load(train_size: int, flat: bool, quick: bool):
     ds = load_sample() if quick else load_fashion_mnist(verbose=False)
     (x, y), (xt, yt) = ds.train, ds.test
-    (x, y), (xv, yv) = train_val_split(jax.random.key(1), x, y, 1 / 6)
+    (x, y), (xv, yv) = train_val_split(x, y, 1 / 6, key=jax.random.key(1))
     x, y = x[:train_size], y[:train_size]
     xv, yv = xv[: max(train_size // 5, 1000)], yv[: max(train_size // 5, 1000)]
     scaler = Standardizer.fit(x, per="global")
@@ -67,7 +67,7 @@ def random_search_demo(args, train, val, test):
 def vmap_configs(k: int):
     space = {"learning_rate": search.loguniform(3e-3, 3e-1), "weight_decay": search.loguniform(1e-6, 1e-3),
              "init_scale": search.uniform(0.5, 1.5)}
-    configs = search.sample(space, k, jax.random.key(7))
+    configs = search.sample(space, k, key=jax.random.key(7))
     for i, c in enumerate(configs):
         c["seed"] = i % 4
     return configs

@@ -38,7 +38,7 @@ def spirals(key, n_per_class=200, noise=0.15):
 
 
 def make_step(model, state, x, y, opt, mode):
-    grad_fn = value_and_grad(model, LOSS, mode=mode)
+    grad_fn = value_and_grad(model, LOSS, grad_mode=mode)
 
     @jax.jit
     def step(params, opt_state):
@@ -66,7 +66,7 @@ def main():
 
     # 1. float32 training with the manual backward, autodiff alongside on the same params.
     manual_step = make_step(model, state, x, y, opt, "manual")
-    autodiff_grad = jax.jit(lambda p: value_and_grad(model, LOSS, "autodiff")(p, state, x, y)[1])
+    autodiff_grad = jax.jit(lambda p: value_and_grad(model, LOSS, grad_mode="autodiff")(p, state, x, y)[1])
     p, opt_state, worst = params, opt.init(params), 0.0
     for i in range(args.steps):
         reference = autodiff_grad(p)

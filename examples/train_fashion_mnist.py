@@ -30,7 +30,7 @@ def main() -> None:
     ds = data.load_sample() if args.quick else data.load_fashion_mnist()
     (x_train, y_train), (x_test, y_test) = ds.train, ds.test
     split_key, fit_key = jax.random.split(jax.random.key(0))
-    (x_train, y_train), (x_val, y_val) = data.train_val_split(split_key, x_train, y_train, 0.1)
+    (x_train, y_train), (x_val, y_val) = data.train_val_split(x_train, y_train, 0.1, key=split_key)
     scaler = data.Standardizer.fit(x_train, per="global")          # training split only
     x_train, x_val, x_test = (scaler.apply(x) for x in (x_train, x_val, x_test))
 

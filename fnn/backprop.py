@@ -1,14 +1,16 @@
-"""Gradients of a model's loss, three ways.
+"""Gradients of a model's loss, three ways, chosen by ``grad_mode``.
 
-- ``mode="manual"``: only the layers' and the loss's hand-derived ``backward`` functions. One
+- ``grad_mode="manual"``: only the layers' and the loss's hand-derived ``backward`` functions. One
   forward pass keeps what each layer needs (``layer_fwd``), then the backward pass runs in
   reverse (``layer_bwd``). No ``jax.grad``, ``jax.vjp`` or ``jax.jvp`` on this path.
-- ``mode="autodiff"``: ``jax.value_and_grad`` through ``apply``; it never touches a hand-written
+- ``grad_mode="autodiff"``: ``jax.value_and_grad`` through ``apply``; it never touches a hand-written
   backward, so it is the independent reference the manual mode is checked against.
-- ``mode="custom_vjp"``: autodiff, with the model's own backward serving as its VJP rule
+- ``grad_mode="custom_vjp"``: autodiff, with the model's own backward serving as its VJP rule
   (``with_own_vjp``). Same numbers as manual, and JAX transformations (jit, vmap, grad of grad
   of the loss, ...) compose with it. On XLA:CPU inside ``lax.scan`` the hand-written conv
   backward stays on the fast canonical-layout path where autodiff's does not.
+- ``grad_mode="auto"`` (the default everywhere): "custom_vjp" on XLA:CPU, "autodiff" elsewhere
+  (``resolve_grad_mode``).
 """
 
 from __future__ import annotations
@@ -18,9 +20,31 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from fnn.core import Layer, Loss, layer_bwd, layer_fwd
+from fnn._deprecation import warn_deprecated
+from fnn.core import Layer, Loss, check_choice, layer_bwd, layer_fwd
 
 MODES = ("manual", "autodiff", "custom_vjp")
+GRAD_MODES = ("auto",) + MODES
+
+
+def resolve_grad_mode(grad_mode: str, *, name: str = "resolve_grad_mode") -> str:
+    """"auto" -> "custom_vjp" on XLA:CPU, "autodiff" elsewhere; other modes pass through.
+
+    Why: inside ``lax.scan`` on XLA:CPU, autodiff's convolution weight gradient runs on a slow
+    path (about 80x slower for one conv), while the layers' own backward, used as the VJP
+    rule, stays fast. Every function with a ``grad_mode`` (``value_and_grad``, ``fit``, the
+    per-step loop, ``vmap_search``, the diagnostics) resolves "auto" here, so they agree.
+
+    Args:
+      grad_mode: "auto", "manual", "autodiff" or "custom_vjp".
+      name: the public function named in the error message.
+    Raises:
+      ValueError: an unknown grad_mode.
+    """
+    check_choice(name, "grad_mode", grad_mode, GRAD_MODES)
+    if grad_mode != "auto":
+        return grad_mode
+    return "custom_vjp" if jax.default_backend() == "cpu" else "autodiff"
 
 
 def with_own_vjp(layer: Layer) -> Layer:
@@ -59,20 +83,30 @@ def with_own_vjp(layer: Layer) -> Layer:
     return layer._replace(name=f"with_own_vjp({layer.name})", apply=apply)
 
 
-def value_and_grad(model: Layer, loss: Loss, mode: str = "manual", *, penalty: Loss | None = None) -> Callable:
+def value_and_grad(model: Layer, loss: Loss, mode: str | None = None, *, grad_mode: str = "auto",
+                   penalty: Loss | None = None) -> Callable:
     """Build ``f(params, state, x, y, *, key=None, train=True) -> ((loss_value, new_state), grads)``.
 
     Args:
       model: a Layer (usually ``serial``) mapping x (N, ...) to predictions.
       loss: a Loss of (predictions, y).
-      mode: "manual", "autodiff" or "custom_vjp" (see the module docstring).
+      mode: deprecated (removed in 0.3), positional or ``mode=``: use ``grad_mode=``.
+      grad_mode: "auto" (default: "custom_vjp" on XLA:CPU, "autodiff" elsewhere, see
+        ``resolve_grad_mode``), "manual", "autodiff" or "custom_vjp" (see the module docstring).
+        Resolved once, when ``value_and_grad`` is called.
       penalty: an optional regularizer (``losses.l1``/``l2``) added to the objective:
         its ``value(params, None)`` and ``backward(params, None)``.
     Returns:
       f, jit-compatible; grads has the structure of params in every mode.
     """
-    if mode not in MODES:
-        raise ValueError(f"value_and_grad: mode must be one of {list(MODES)}, got {mode!r}")
+    if mode is not None:
+        warn_deprecated("value_and_grad(model, loss, mode) and value_and_grad(..., mode=...)",
+                        "value_and_grad(model, loss, grad_mode=...)")
+        if grad_mode != "auto":
+            raise ValueError(f"value_and_grad: pass grad_mode={grad_mode!r} or the deprecated mode={mode!r}, "
+                             f"not both")
+        grad_mode = mode
+    mode = resolve_grad_mode(grad_mode, name="value_and_grad")
 
     if mode == "manual":
         def f(params, state, x, y, *, key=None, train=True):

@@ -5,10 +5,10 @@ Typical use::
 
     ds = load_fashion_mnist()                    # Dataset(train, test, source, name)
     (x_train, y_train), (x_test, y_test) = ds.train, ds.test
-    (x_train, y_train), (x_val, y_val) = train_val_split(key_split, x_train, y_train, 0.1)
+    (x_train, y_train), (x_val, y_val) = train_val_split(x_train, y_train, 0.1, key=key_split)
     scaler = Standardizer.fit(x_train)           # statistics from the training part only
     x_train, x_val, x_test = scaler.apply(x_train), scaler.apply(x_val), scaler.apply(x_test)
-    batches = epoch_batches(key_epoch, x_train, y_train, 128)   # (steps, 128, 28, 28, 1)
+    batches = epoch_batches(x_train, y_train, 128, key=key_epoch)   # (steps, 128, 28, 28, 1)
 
 Loaders search, in order: the ``path`` argument, ``$FNN_DATA``, ``~/.cache/fnn/<name>``,
 ``/usr/share/datasets/<name>`` (Debian's ``dataset-fashion-mnist`` package), then download
@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnn._deprecation import key_keyword_only, warn_deprecated
 from fnn.core import check_choice, check_finite, check_positive_int, check_range, fmt_shape
 
 # ----------------------------------------------------------------------------------------
@@ -541,14 +542,18 @@ def _check_xy(name: str, x, y) -> int:
     return int(nx[0])
 
 
-def train_val_split(key: jax.Array, x, y, val_fraction: float):
+@key_keyword_only(0)
+def train_val_split(x, y, val_fraction: float, *, key: jax.Array):
     """Split off a random validation set, deterministically for a given key.
 
+    ``train_val_split(key, x, y, val_fraction)``, the key first, still works until 0.3 with a
+    ``DeprecationWarning``.
+
     Args:
-      key: a PRNG key.
       x: (N, ...) inputs (NumPy or JAX; the parts keep that type).
       y: (N, ...) targets.
       val_fraction: in (0, 1); the validation set has round(N * val_fraction) examples.
+      key: a PRNG key (keyword-only).
 
     Returns:
       ``((x_train, y_train), (x_val, y_val))``, disjoint, together all N examples.
@@ -583,18 +588,21 @@ class Batches(NamedTuple):
     mask: jax.Array
 
 
-def epoch_indices(key: jax.Array, n: int, batch_size: int, *, remainder: str = "drop",
+@key_keyword_only(0)
+def epoch_indices(n: int, batch_size: int, *, key: jax.Array, remainder: str = "drop",
                   mask_dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
     """One epoch's shuffled example indices, cut into equal batches: what ``epoch_batches`` gathers.
 
     ``fit``'s fused epoch scans over these and gathers each batch inside the scan
     (``jnp.take(x, idx[i], axis=0)``), so no shuffled copy of the whole training set is made.
     The permutation, the remainder rule and the mask are exactly ``epoch_batches``'s.
+    ``epoch_indices(key, n, batch_size)``, the key first, still works until 0.3 with a
+    ``DeprecationWarning``.
 
     Args:
-      key: a PRNG key.
       n: the number of examples N (static).
       batch_size: examples per batch, at most N (static).
+      key: a PRNG key (keyword-only).
       remainder: "drop" or "pad" (see ``epoch_batches``).
       mask_dtype: dtype of the mask.
 
@@ -624,7 +632,8 @@ def _indices(name: str, key, n: int, batch_size: int, remainder: str, mask_dtype
     return idx.reshape(steps, batch_size).astype(jnp.int32), mask
 
 
-def epoch_batches(key: jax.Array, x, y, batch_size: int, *, remainder: str = "drop") -> Batches:
+@key_keyword_only(0)
+def epoch_batches(x, y, batch_size: int, *, key: jax.Array, remainder: str = "drop") -> Batches:
     """Shuffle on the device with `key` and cut one epoch into equal batches.
 
     remainder="drop": ``steps = N // batch_size``; the last ``N % batch_size`` examples of
@@ -638,12 +647,14 @@ def epoch_batches(key: jax.Array, x, y, batch_size: int, *, remainder: str = "dr
 
     Jit-able with `batch_size` and `remainder` static:
     ``jax.jit(epoch_batches, static_argnames=("batch_size", "remainder"))``.
+    ``epoch_batches(key, x, y, batch_size)``, the key first, still works until 0.3 with a
+    ``DeprecationWarning``.
 
     Args:
-      key: a PRNG key.
       x: (N, ...) inputs.
       y: (N, ...) targets.
       batch_size: examples per batch, at most N.
+      key: a PRNG key (keyword-only).
       remainder: "drop" or "pad".
 
     Returns:
@@ -665,10 +676,14 @@ def epoch_batches(key: jax.Array, x, y, batch_size: int, *, remainder: str = "dr
 
 
 def iterate_batches(x, y, batch_size: int, *, key: jax.Array | None = None, shuffle: bool = True,
-                    drop_remainder: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                    remainder: str = "keep",
+                    drop_remainder: bool | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield host (NumPy) batches, for data that does not fit on the device.
 
-    Arguments are checked when called, not at the first ``next``.
+    Arguments are checked when called, not at the first ``next``. ``remainder`` shares its
+    vocabulary with ``epoch_batches``: "drop" leaves the last N % batch_size examples out;
+    "keep" yields them as a last, smaller batch (host batches may differ in size, so there
+    is no need for "pad" and its mask here).
 
     Args:
       x: (N, ...) inputs, anything indexable by an integer array (np.ndarray, np.memmap).
@@ -676,7 +691,8 @@ def iterate_batches(x, y, batch_size: int, *, key: jax.Array | None = None, shuf
       batch_size: examples per batch.
       key: PRNG key for the shuffle; required when `shuffle` is True.
       shuffle: visit examples in a random order (from `key`) instead of in order.
-      drop_remainder: skip the last, smaller batch.
+      remainder: "keep" (default) or "drop" the last, smaller batch.
+      drop_remainder: deprecated (removed in 0.3): True is ``remainder="drop"``, False ``"keep"``.
 
     Yields:
       ``(x_batch, y_batch)`` of shapes (B, ...), B = batch_size except perhaps the last.
@@ -687,11 +703,18 @@ def iterate_batches(x, y, batch_size: int, *, key: jax.Array | None = None, shuf
     if shuffle and key is None:
         raise ValueError(f"{name}: shuffle=True needs a PRNG key (pass key=jax.random.key(seed), "
                          f"or shuffle=False)")
-    if drop_remainder and batch_size > n:
+    if drop_remainder is not None:
+        warn_deprecated("iterate_batches(drop_remainder=...)", 'iterate_batches(remainder="drop" or "keep")')
+        if remainder != "keep":
+            raise ValueError(f"{name}: pass remainder={remainder!r} or the deprecated "
+                             f"drop_remainder={drop_remainder!r}, not both")
+        remainder = "drop" if drop_remainder else "keep"
+    check_choice(name, "remainder", remainder, ("drop", "keep"))
+    if remainder == "drop" and batch_size > n:
         raise ValueError(f"{name}: batch_size={batch_size} is larger than the number of examples N={n}, "
-                         f"so drop_remainder=True would yield no batch")
+                         f"so remainder='drop' would yield no batch")
     order = np.asarray(jax.random.permutation(key, n)) if shuffle else np.arange(n)
-    stop = n - n % batch_size if drop_remainder else n
+    stop = n - n % batch_size if remainder == "drop" else n
 
     def batches():
         for i in range(0, stop, batch_size):

@@ -40,8 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn.backprop import MODES, value_and_grad
-from fnn.core import Layer, Loss, Optimizer, check_choice, check_positive_int, layer_fwd
+from fnn.backprop import resolve_grad_mode, value_and_grad
+from fnn.core import Layer, Loss, Optimizer, check_positive_int, layer_fwd
 from fnn.train import ACTIVATION_FIELDS, init_train_state, train_step
 from fnn.train.probe import SIGMOID_SATURATION, TANH_SATURATION, activation_probe
 
@@ -263,7 +263,7 @@ def _stats_fn(model: Layer, loss: Loss, optimizer: Optimizer | None, grad_mode: 
               layers: tuple[Layer, ...] | None, need_input: frozenset):
     """The jitted statistics: loss, norms, and each layer's output (and input, for the layers in
     `need_input`, whose kind is judged from what they compute)."""
-    vg = value_and_grad(model, loss, grad_mode)
+    vg = value_and_grad(model, loss, grad_mode=grad_mode)
 
     def outputs(params, state, x, key):
         """(input, output) of each layer of the top-level serial, run in sequence as serial does."""
@@ -317,7 +317,7 @@ def _combined(norms) -> float | None:
 
 def layer_report(model: Layer, loss: Loss, params, state, x, y, *, optimizer: Optimizer | None = None,
                  opt_state=None, key: jax.Array | None = None, train: bool = False,
-                 grad_mode: str = "autodiff") -> Report:
+                 grad_mode: str = "auto") -> Report:
     """Per-layer gradient, update and activation statistics of `model` on one batch.
 
     Args:
@@ -330,12 +330,14 @@ def layer_report(model: Layer, loss: Loss, params, state, x, y, *, optimizer: Op
       opt_state: the optimizer state (e.g. ``ts.opt_state``).
       key: PRNG key for stochastic layers; needed with ``train=True`` and Dropout.
       train: run the layers in training mode (Dropout on, BatchNorm on batch statistics).
-      grad_mode: "autodiff" (default), "manual" or "custom_vjp" (see ``fnn.backprop``).
+      grad_mode: "auto" (default: as ``fit``, see ``fnn.backprop.resolve_grad_mode``), "autodiff",
+        "manual" or "custom_vjp". "autodiff" takes the gradient and the layer outputs from one
+        forward pass; the others run one more forward pass for the outputs.
 
     Returns:
       A ``Report``; ``format_report`` prints it.
     """
-    check_choice("layer_report", "grad_mode", grad_mode, MODES)
+    grad_mode = resolve_grad_mode(grad_mode, name="layer_report")
     layers = _layers_of(model, params)
     if optimizer is not None and opt_state is None:
         opt_state = optimizer.init(params)
@@ -594,7 +596,7 @@ def _overfit_fn(model, loss, optimizer, grad_mode, steps):
 
 def overfit_one_batch(model: Layer, loss: Loss, optimizer: Optimizer, x, y, *, key: jax.Array,
                       steps: int = 300, threshold: float | None = None,
-                      grad_mode: str = "autodiff") -> OverfitResult:
+                      grad_mode: str = "auto") -> OverfitResult:
     """Train on one small batch only, and check that the loss goes (near) zero.
 
     A correct model with enough capacity memorizes a few examples; when it cannot, something
@@ -608,14 +610,15 @@ def overfit_one_batch(model: Layer, loss: Loss, optimizer: Optimizer, x, y, *, k
       steps: number of full-batch updates (one compiled ``lax.scan``).
       threshold: pass when the final loss ``|L|`` is at most this; default
         ``OVERFIT_FRACTION`` (1e-2) times the initial loss.
-      grad_mode: as in ``fnn.train.train_step`` ("autodiff" by default).
+      grad_mode: as for ``fit``: "auto" (default), "autodiff", "manual" or "custom_vjp".
 
     Returns:
       An ``OverfitResult`` (truthy when it passed) with the per-step loss curve.
     """
     steps = check_positive_int("overfit_one_batch", "steps", steps)
+    grad_mode = resolve_grad_mode(grad_mode, name="overfit_one_batch")
     x, y = jnp.asarray(x), jnp.asarray(y)
-    ts = init_train_state(model, optimizer, x.shape[1:], key)
+    ts = init_train_state(model, optimizer, x.shape[1:], key=key)
     losses_, norms, final = jax.device_get(_overfit_fn(model, loss, optimizer, grad_mode, steps)(ts, x, y))
     losses_, norms, final = np.asarray(losses_, np.float64), np.asarray(norms, np.float64), float(final)
     initial = float(losses_[0])
@@ -652,10 +655,10 @@ class Recorder:
     """
 
     def __init__(self, model: Layer, loss: Loss, x_probe, y_probe, *, every: int = 1,
-                 optimizer: Optimizer | None = None, grad_mode: str = "autodiff"):
+                 optimizer: Optimizer | None = None, grad_mode: str = "auto"):
+        grad_mode = resolve_grad_mode(grad_mode, name="recorder")
         self.model, self.loss, self.optimizer, self.grad_mode = model, loss, optimizer, grad_mode
         self.every = check_positive_int("recorder", "every", every)
-        check_choice("recorder", "grad_mode", grad_mode, MODES)
         self.x_probe, self.y_probe = jnp.asarray(x_probe), jnp.asarray(y_probe)
         self.records: list[Record] = []
         self.__name__ = "diagnostics.recorder"
@@ -687,7 +690,7 @@ class Recorder:
 
 
 def recorder(model: Layer, loss: Loss, x_probe, y_probe, *, every: int = 1,
-             optimizer: Optimizer | None = None, grad_mode: str = "autodiff") -> Recorder:
+             optimizer: Optimizer | None = None, grad_mode: str = "auto") -> Recorder:
     """A ``fit`` callback recording ``layer_report`` on (x_probe, y_probe) every `every` epochs.
 
     Args:
@@ -696,7 +699,8 @@ def recorder(model: Layer, loss: Loss, x_probe, y_probe, *, every: int = 1,
       every: record after epochs every, 2·every, ...
       optimizer: pass ``fit``'s optimizer to also record update/parameter ratios (computed
         from the TrainState's optimizer state; nothing is changed).
-      grad_mode: gradient mode of the report ("autodiff" by default).
+      grad_mode: gradient mode of the report: "auto" (default, the gradient ``fit`` uses),
+        "autodiff", "manual" or "custom_vjp".
 
     Example::
 

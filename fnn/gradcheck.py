@@ -195,7 +195,7 @@ def check_model(model: Layer, loss: Loss, input_shape, target, *, key, batch_siz
                 dtype=jnp.float64, train: bool = True, x=None, params=None, state=None,
                 rtol: float | None = None, fd: bool | None = None, fd_eps: float = 1e-6,
                 fd_rtol: float = 1e-6, fd_directions: int = 3) -> GradReport:
-    """Compare ``backprop.value_and_grad(model, loss, "manual")`` with mode "autodiff" and finite differences.
+    """Compare ``backprop.value_and_grad(model, loss, grad_mode="manual")`` with "autodiff" and finite differences.
 
     Args:
       model: the network (usually a ``serial``).
@@ -221,8 +221,8 @@ def check_model(model: Layer, loss: Loss, input_shape, target, *, key, batch_siz
 
     @jax.jit
     def compute(params):
-        manual = value_and_grad(model, loss, mode="manual")(params, state, x, target, key=akey, train=train)
-        auto = value_and_grad(model, loss, mode="autodiff")(params, state, x, target, key=akey, train=train)
+        manual = value_and_grad(model, loss, grad_mode="manual")(params, state, x, target, key=akey, train=train)
+        auto = value_and_grad(model, loss, grad_mode="autodiff")(params, state, x, target, key=akey, train=train)
         fd_pair = _fd_values(objective, params, manual[1], k_fd, fd_directions, fd_eps) if run_fd else None
         return manual, auto, fd_pair
 

@@ -9,7 +9,7 @@ A **space** is a dict from names to what each name may take:
 - ``uniform(low, high)``: uniform in [low, high];
 - anything else (a number, a string, a tuple): a fixed value.
 
-``grid(space)`` and ``sample(space, num_trials, key)`` turn a space into a list of configs
+``grid(space)`` and ``sample(space, num_trials, key=key)`` turn a space into a list of configs
 (dicts). ``grid_search`` and ``random_search`` score each config with ``run(config)``, a
 function returning a float or a dict with a ``"score"`` key, then sort the trials (a table
 via ``SearchResult.table()``), write them as JSON lines, and refit the best config. The usual
@@ -56,6 +56,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnn import optim
+from fnn._deprecation import key_keyword_only
+from fnn.backprop import resolve_grad_mode
 from fnn.core import Layer, Loss, Optimizer, check_choice, check_positive_int, fmt_shape
 from fnn.optim._base import default_float
 from fnn.train import (
@@ -66,7 +68,6 @@ from fnn.train import (
     fit,
     init_train_state,
     padded_batches,
-    resolve_grad_mode,
     train_step,
 )
 from fnn.train.checks import check_data
@@ -174,12 +175,14 @@ def _python(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
-def sample(space: Mapping[str, Any], num_trials: int, key: jax.Array) -> list[dict]:
-    """`num_trials` random configs from `space`, deterministic for a given `key`.
+@key_keyword_only(2)
+def sample(space: Mapping[str, Any], num_trials: int, *, key: jax.Array) -> list[dict]:
+    """`num_trials` random configs from `space`, deterministic for a given `key` (keyword-only).
 
     Lists and ``choice`` pick uniformly; ``loguniform``/``uniform`` draw in their range
     (inclusive bounds); fixed values are copied. The first n configs do not depend on
-    `num_trials` (each trial folds its index into the key).
+    `num_trials` (each trial folds its index into the key). ``sample(space, num_trials, key)``
+    with a positional key still works until 0.3 with a ``DeprecationWarning``.
     """
     space = _check_space("sample", space)
     num_trials = check_positive_int("sample", "num_trials", num_trials)
@@ -397,7 +400,7 @@ def random_search(run: Callable[[dict], Any], space: Mapping[str, Any], *, num_t
     Same arguments as ``grid_search``, plus `num_trials` and the PRNG `key` (the same key
     gives the same configs).
     """
-    configs = sample(space, num_trials, key)
+    configs = sample(space, num_trials, key=key)
     return _search("random_search", run, configs, mode=mode, jsonl=jsonl, refit=refit, progress=progress)
 
 
@@ -415,7 +418,7 @@ def _traced_weight_decay(weight_decay: jax.Array) -> Optimizer:
     def init(params):
         return optim.EmptyState()
 
-    def update(grads, state, params=None, **extra):
+    def update(grads, state, params=None, *, lr_scale=1.0):
         decay = partial(_decay_step, weight_decay=jnp.asarray(weight_decay))
         return jax.tree.map(decay, grads, params), state
 
@@ -461,7 +464,7 @@ class _FitObjective:
         data = self.train_data if train_data is None else train_data
         kwargs = dict(self.fit_kwargs)
         if "init_scale" in config:
-            ts = init_train_state(model, opt, np.shape(data[0])[1:], key)
+            ts = init_train_state(model, opt, np.shape(data[0])[1:], key=key)
             scale = float(config["init_scale"])
             params = jax.tree.map(partial(_scale_param, scale=scale), ts.params)
             kwargs["train_state"] = ts._replace(params=params)
@@ -632,7 +635,7 @@ def vmap_search(model: Layer, loss: Loss, make_optimizer: Callable[[dict], Optim
         config's numbers as traced scalars (``seed`` left out), e.g.
         ``lambda c: optim.adam(c["learning_rate"])``.
       train_data: ``(x, y)`` on the device: x (N, ...) float, y (N,) labels or targets.
-      configs: K dicts with the same keys and number values, e.g. ``sample(space, 16, key)``.
+      configs: K dicts with the same keys and number values, e.g. ``sample(space, 16, key=key)``.
         Without a ``seed`` key every config uses seed 0.
       epochs, batch_size: as for ``fit`` (N // batch_size steps per epoch).
       val_data: optional ``(x, y)``, evaluated for all configs after each epoch.
@@ -656,7 +659,7 @@ def vmap_search(model: Layer, loss: Loss, make_optimizer: Callable[[dict], Optim
     epochs = check_positive_int(name, "epochs", epochs)
     batch_size = check_positive_int(name, "batch_size", batch_size)
     configs, keys = _check_configs(configs)
-    mode = resolve_grad_mode(grad_mode)
+    mode = resolve_grad_mode(grad_mode, name=name)
     if vectorize is None:
         vectorize = jax.default_backend() != "cpu"
     x, y = check_data(name, "train_data", train_data)

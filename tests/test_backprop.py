@@ -1,5 +1,7 @@
 """Whole networks: manual backward == autodiff == custom_vjp, on random MLPs."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 from strategies import seeds
 
 from fnn import losses
-from fnn.backprop import value_and_grad, with_own_vjp
+from fnn.backprop import resolve_grad_mode, value_and_grad, with_own_vjp
 from fnn.core import Layer, Loss
 from fnn.gradcheck import check_model, rel_err
 from fnn.layers.activation import Elu, Gelu, LeakyRelu, LogSoftmax, Relu, Sigmoid, Softmax, Tanh
@@ -79,7 +81,7 @@ def test_three_modes_agree_under_jit_with_identical_structure(key):
     _, params, state = model.init(key, (5,))
     x = jax.random.normal(key, (7, 5))
     y = jnp.arange(7) % 3
-    results = {m: jax.jit(value_and_grad(model, losses.softmax_cross_entropy, m))(
+    results = {m: jax.jit(value_and_grad(model, losses.softmax_cross_entropy, grad_mode=m))(
         params, state, x, y, key=jax.random.key(3)) for m in ("manual", "autodiff", "custom_vjp")}
     ref = results["autodiff"]
     for mode, ((value, _), grads) in results.items():
@@ -92,7 +94,7 @@ def test_three_modes_agree_under_jit_with_identical_structure(key):
 def test_manual_mode_uses_no_autodiff(monkeypatch, key):
     model = serial(Dense(4), Tanh(), Dense(2))
     _, params, state = model.init(key, (3,))
-    f = value_and_grad(model, losses.mse, "manual", penalty=losses.l2(0.1))
+    f = value_and_grad(model, losses.mse, grad_mode="manual", penalty=losses.l2(0.1))
 
     def forbidden(*args, **kwargs):
         raise AssertionError("autodiff used on the manual path")
@@ -118,7 +120,7 @@ def test_manual_mode_runs_each_forward_once(key):
     counted = Layer("Counted", dense.init, apply, backward)
     model = serial(counted, Tanh(), serial(counted, Relu()), Dense(2))
     _, params, state = model.init(key, (3,))
-    value_and_grad(model, losses.mse, "manual")(params, state, jnp.ones((2, 3)), jnp.zeros((2, 2)))
+    value_and_grad(model, losses.mse, grad_mode="manual")(params, state, jnp.ones((2, 3)), jnp.zeros((2, 2)))
     assert calls == {"apply": 2, "backward": 2}
 
 
@@ -136,9 +138,9 @@ def test_penalty_is_added_in_every_mode(key):
     model = serial(Dense(4), Tanh(), Dense(2))
     _, params, state = model.init(key, (3,))
     x, y = jnp.ones((2, 3), jnp.float32), jnp.zeros((2, 2), jnp.float32)
-    (plain, _), g0 = value_and_grad(model, losses.mse, "autodiff")(params, state, x, y)
+    (plain, _), g0 = value_and_grad(model, losses.mse, grad_mode="autodiff")(params, state, x, y)
     for mode in ("manual", "autodiff", "custom_vjp"):
-        (value, _), g = value_and_grad(model, losses.mse, mode, penalty=losses.l2(0.5))(params, state, x, y)
+        (value, _), g = value_and_grad(model, losses.mse, grad_mode=mode, penalty=losses.l2(0.5))(params, state, x, y)
         np.testing.assert_allclose(value, plain + losses.l2(0.5).value(params, None), rtol=1e-6)
         np.testing.assert_allclose(g[2]["w"], g0[2]["w"] + 0.5 * params[2]["w"], rtol=1e-5, atol=1e-7)
 
@@ -154,5 +156,44 @@ def test_with_own_vjp_supports_jax_transforms(key):
 
 
 def test_unknown_mode():
-    with pytest.raises(ValueError, match=r"value_and_grad: mode must be one of \['manual', 'autodiff', 'custom_vjp'\]"):
-        value_and_grad(serial(Dense(1)), losses.mse, "numeric")
+    with pytest.raises(ValueError, match=r"value_and_grad: grad_mode must be one of "
+                                         r"\['auto', 'manual', 'autodiff', 'custom_vjp'\]"):
+        value_and_grad(serial(Dense(1)), losses.mse, grad_mode="numeric")
+
+
+def _grads(f, params, state, x, y):
+    (value, _), grads = jax.jit(f)(params, state, x, y)
+    return [value] + jax.tree.leaves(grads)
+
+
+def test_default_grad_mode_is_auto():
+    model = serial(Dense(4), Relu(), Dense(2))
+    _, params, state = model.init(jax.random.key(0), (3,))
+    x, y = jax.random.normal(jax.random.key(1), (5, 3)), jax.random.normal(jax.random.key(2), (5, 2))
+    assert resolve_grad_mode("auto") == ("custom_vjp" if jax.default_backend() == "cpu" else "autodiff")
+    assert [resolve_grad_mode(m) for m in ("manual", "autodiff", "custom_vjp")] == ["manual", "autodiff", "custom_vjp"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        default = _grads(value_and_grad(model, losses.mse), params, state, x, y)
+        resolved = _grads(value_and_grad(model, losses.mse, grad_mode=resolve_grad_mode("auto")), params, state, x, y)
+    for a, b in zip(default, resolved, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="resolve_grad_mode: grad_mode must be one of"):
+        resolve_grad_mode("numeric")
+
+
+def test_mode_is_deprecated_positional_or_keyword():
+    model = serial(Dense(4), Tanh(), Dense(2))
+    _, params, state = model.init(jax.random.key(0), (3,))
+    x, y = jax.random.normal(jax.random.key(1), (5, 3)), jax.random.normal(jax.random.key(2), (5, 2))
+    for m in ("manual", "autodiff"):
+        new = _grads(value_and_grad(model, losses.mse, grad_mode=m), params, state, x, y)
+        with pytest.warns(DeprecationWarning, match=r"value_and_grad.*is deprecated, use .*grad_mode="):
+            positional = _grads(value_and_grad(model, losses.mse, m), params, state, x, y)
+        with pytest.warns(DeprecationWarning, match="grad_mode="):
+            keyword = _grads(value_and_grad(model, losses.mse, mode=m), params, state, x, y)
+        for a, b, c in zip(new, positional, keyword, strict=True):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(a, c)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="not both"):
+        value_and_grad(model, losses.mse, mode="manual", grad_mode="autodiff")

@@ -254,7 +254,7 @@ CASES = [
      r"and y of shape \(10,\)"),
     ("fit_batch_larger_than_dataset", lambda t: train(batch_size=65), ValueError,
      r"fit: batch_size=65 is larger than the number of training examples N=64"),
-    ("epoch_batches_batch_larger", lambda t: data.epoch_batches(K, X[:4], Y[:4], 8), ValueError,
+    ("epoch_batches_batch_larger", lambda t: data.epoch_batches(X[:4], Y[:4], 8, key=K), ValueError,
      r"epoch_batches: batch_size=8 is larger than the number of examples N=4"),
     ("fit_batch_size_zero", lambda t: train(batch_size=0), ValueError,
      r"fit: batch_size must be a positive int, got 0"),
@@ -350,11 +350,11 @@ CASES = [
     # --- misc API
     ("serial_of_a_constructor", lambda t: serial(Dense(4), Relu), ValueError,
      r"serial\[1\]: expected a Layer, got function \(did you forget to call the constructor"),
-    ("unknown_grad_mode", lambda t: value_and_grad(MLP, CE, mode="symbolic"), ValueError,
-     r"value_and_grad: mode must be one of \['manual', 'autodiff', 'custom_vjp'\], got 'symbolic'"),
+    ("unknown_grad_mode", lambda t: value_and_grad(MLP, CE, grad_mode="symbolic"), ValueError,
+     r"value_and_grad: grad_mode must be one of \['auto', 'manual', 'autodiff', 'custom_vjp'\], got 'symbolic'"),
     ("standardizer_wrong_shape", lambda t: data.Standardizer.fit(X).apply(x32(2, 5)), ValueError,
      r"Standardizer.apply: expected x of shape \(N, 4\) \(statistics of shape \(4,\)\), got \(2, 5\)"),
-    ("split_fraction_out_of_range", lambda t: data.train_val_split(K, X, Y, 1.5), ValueError,
+    ("split_fraction_out_of_range", lambda t: data.train_val_split(X, Y, 1.5, key=K), ValueError,
      r"train_val_split: val_fraction must be in \(0.0, 1.0\), got 1.5"),
 ]
 

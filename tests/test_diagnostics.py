@@ -327,3 +327,22 @@ def test_fit_record_every_sees_dead_relus(batch):
     healthy = fit(RELU_NET, CE, optim.sgd(0.01), (x, y), epochs=1, batch_size=16, key=0, record_every=1,
                   progress=False)[1]
     assert not diagnostics.detect_dead_units(healthy).detected
+
+
+# ----------------------------------------------------------------------------------------
+# grad_mode: "auto" by default, the gradient fit uses
+
+
+def test_layer_report_default_grad_mode_is_auto(batch):
+    from fnn.backprop import resolve_grad_mode
+
+    x, y = batch
+    _, params, state = RELU_NET.init(jax.random.key(0), (D,))
+    default = diagnostics.layer_report(RELU_NET, CE, params, state, x, y)
+    resolved = diagnostics.layer_report(RELU_NET, CE, params, state, x, y, grad_mode=resolve_grad_mode("auto"))
+    assert [s.grad_norm for s in default.layers] == [s.grad_norm for s in resolved.layers]
+    assert default.loss == resolved.loss
+    for fn in (lambda: diagnostics.layer_report(RELU_NET, CE, params, state, x, y, grad_mode="numeric"),
+               lambda: diagnostics.recorder(RELU_NET, CE, x, y, grad_mode="numeric")):
+        with pytest.raises(ValueError, match=r"grad_mode must be one of \['auto', 'manual', 'autodiff'"):
+            fn()

@@ -133,7 +133,7 @@ def test_whole_net_manual_equals_autodiff_and_custom_vjp(build, key):
         _, params, state = model.init(key, (28, 28, 1))
         params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
         x = jax.random.normal(key, (2, 28, 28, 1), jnp.float64)
-        return [value_and_grad(model, loss, mode)(params, state, x, small_labels(2), key=key)
+        return [value_and_grad(model, loss, grad_mode=mode)(params, state, x, small_labels(2), key=key)
                 for mode in ("manual", "custom_vjp")]
 
     (m_val, m_grads), (c_val, c_grads) = both(key)

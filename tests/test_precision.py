@@ -109,7 +109,7 @@ def test_gradient_is_the_bfloat16_gradient_cast_to_float32(key, mode):
     x = jax.random.normal(key, (6, 5), jnp.float32)
     y = jnp.arange(6) % 3
     SEEN.clear()
-    (value, _), grads = jax.jit(value_and_grad(mixed, CE, mode))(params, state, x, y)
+    (value, _), grads = jax.jit(value_and_grad(mixed, CE, grad_mode=mode))(params, state, x, y)
     assert value.dtype == F32 and dtypes(grads) == {F32}
     if mode != "autodiff":
         assert ("backward", BF16, BF16) in SEEN  # the hand-written backward ran in bfloat16
@@ -186,7 +186,7 @@ def test_maxpool_backward_in_bfloat16(key):
     net = apply_policy(serial(Conv2D(2, 3, padding="SAME"), MaxPool((2, 2)), Flatten(), Dense(3)), Policy())
     _, params, state = net.init(key, (4, 4, 1))
     x = jax.random.normal(key, (2, 4, 4, 1), jnp.float32)
-    (_, _), grads = value_and_grad(net, CE, "manual")(params, state, x, jnp.arange(2))
+    (_, _), grads = value_and_grad(net, CE, grad_mode="manual")(params, state, x, jnp.arange(2))
     assert dtypes(grads) == {F32}
 
 

@@ -36,10 +36,10 @@ def test_random_search_space_is_deterministic_per_key_and_within_bounds():
     space = {"lr": search.loguniform(1e-4, 1e-1), "drop": search.uniform(0.1, 0.5), "width": [16, 32, 64],
              "act": "relu"}
     key = jax.random.key(3)
-    configs = search.sample(space, 2000, key)
-    assert configs == search.sample(space, 2000, jax.random.key(3))
-    assert configs[:5] == search.sample(space, 5, key)  # trial i does not depend on num_trials
-    assert configs[:5] != search.sample(space, 5, jax.random.key(4))
+    configs = search.sample(space, 2000, key=key)
+    assert configs == search.sample(space, 2000, key=jax.random.key(3))
+    assert configs[:5] == search.sample(space, 5, key=key)  # trial i does not depend on num_trials
+    assert configs[:5] != search.sample(space, 5, key=jax.random.key(4))
     lr = np.array([c["lr"] for c in configs])
     drop = np.array([c["drop"] for c in configs])
     assert lr.min() >= 1e-4 and lr.max() <= 1e-1 and drop.min() >= 0.1 and drop.max() <= 0.5
@@ -52,6 +52,17 @@ def test_random_search_space_is_deterministic_per_key_and_within_bounds():
     assert all(c["act"] == "relu" for c in configs)
     with pytest.raises(ValueError, match="low must be > 0"):
         search.loguniform(0.0, 1.0)
+
+
+def test_sample_with_a_positional_key_is_deprecated():
+    space = {"lr": search.loguniform(1e-4, 1e-1), "width": [16, 32, 64]}
+    new = search.sample(space, 4, key=jax.random.key(3))
+    with pytest.warns(DeprecationWarning, match=r"sample\(\) with a positional key is deprecated"):
+        assert search.sample(space, 4, jax.random.key(3)) == new
+    with pytest.warns(DeprecationWarning):
+        assert search.sample(space, 4, 3) == new  # an int seed, as before
+    with pytest.raises(TypeError, match="key"):
+        search.sample(space, 4)
 
 
 # ----------------------------------------------------------------------------------------
@@ -92,7 +103,7 @@ def test_random_search_uses_the_sampled_configs():
     seen = []
     result = search.random_search(lambda c: seen.append(c) or abs(math.log10(c["lr"]) + 1), space,
                                   num_trials=7, key=jax.random.key(0), progress=False)
-    assert seen == search.sample(space, 7, jax.random.key(0))
+    assert seen == search.sample(space, 7, key=jax.random.key(0))
     assert result.best.config == min(seen, key=lambda c: abs(math.log10(c["lr"]) + 1))
 
 

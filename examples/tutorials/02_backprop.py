@@ -7,7 +7,7 @@ What it shows, in order:
      dL/dX = dL/dY·Wᵀ, dL/dW = Xᵀ·dL/dY, dL/db = Σₙ dL/dY, checked against jax.vjp;
   2. the delta rules of a 784-128-64-10 sigmoid MLP with softmax cross-entropy, written out in
      jax.numpy, checked against jax.grad (float32 and float64);
-  3. the same network built from fnn layers: value_and_grad(mode="manual") chains the layers'
+  3. the same network built from fnn layers: value_and_grad(grad_mode="manual") chains the layers'
      hand-derived backward functions and gives the same numbers as mode="autodiff";
   4. fnn.check_layer / fnn.check_model: the same checks plus finite differences, for any layer;
   5. training with the manual gradient next to training with autodiff.
@@ -165,7 +165,7 @@ def mlp_by_hand(key, x, y):
 
 # --8<-- [start:fnn_modes]
 def fnn_modes(key, x, y):
-    section("3. fnn: value_and_grad(mode='manual') vs 'autodiff' vs 'custom_vjp'")
+    section("3. fnn: value_and_grad(grad_mode='manual') vs 'autodiff' vs 'custom_vjp'")
     model = serial(Dense(128), Sigmoid(), Dense(64), Sigmoid(), Dense(10))
     # The hand-made parameters drop straight in: fnn's Dense keeps w as (D, M) too.
     hand = init_mlp(key)
@@ -175,7 +175,7 @@ def fnn_modes(key, x, y):
     loss = losses.softmax_cross_entropy
     grads = {}
     for mode in ("manual", "autodiff", "custom_vjp"):
-        (value, _), grads[mode] = jax.jit(fnn.value_and_grad(model, loss, mode=mode))(params, state, x, y)
+        (value, _), grads[mode] = jax.jit(fnn.value_and_grad(model, loss, grad_mode=mode))(params, state, x, y)
         print(f"mode={mode:10s} loss {float(value):.6f}")
     by_hand = jax.jit(backward_by_hand)(hand, x, y)
     as_fnn = ({"w": by_hand[0][0], "b": by_hand[0][1]}, {}, {"w": by_hand[1][0], "b": by_hand[1][1]}, {},
@@ -233,7 +233,7 @@ def train_two_modes(model, params, state, x, y, steps):
     opt = optim.momentum(0.1, 0.9)
 
     def make_step(mode):
-        grad_fn = fnn.value_and_grad(model, losses.softmax_cross_entropy, mode=mode)
+        grad_fn = fnn.value_and_grad(model, losses.softmax_cross_entropy, grad_mode=mode)
 
         @jax.jit
         def step(params, opt_state, x, y):
@@ -248,7 +248,7 @@ def train_two_modes(model, params, state, x, y, steps):
     curves = {mode: [] for mode in steps_by_mode}
     drift = []
     batches = list(data.iterate_batches(np.asarray(x), np.asarray(y), 100, key=jax.random.key(1),
-                                        drop_remainder=True))
+                                        remainder="drop"))
     for i in range(steps):
         xb, yb = batches[i % len(batches)]
         for mode, step in steps_by_mode.items():

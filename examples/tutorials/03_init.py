@@ -94,7 +94,7 @@ def symmetry(key, x, y, epochs):
     base = models.mlp((784, 32, 10))                 # apply does not depend on the initializer
     for name, w_init in (("zeros", init.zeros), ("constant 0.01", init.constant(0.01)),
                          ("He normal", init.he_normal)):
-        ts = init_train_state(models.mlp((784, 32, 10), w_init=w_init), opt, (784,), key)
+        ts = init_train_state(models.mlp((784, 32, 10), w_init=w_init), opt, (784,), key=key)
         ts, hist = fit(base, loss, opt, (x, y), epochs=epochs, batch_size=100, key=key, train_state=ts,
                        progress=False)
         w1 = np.asarray(ts.params[0]["w"])            # (784, 32): one column per hidden unit
@@ -121,7 +121,7 @@ def training(key, train, val, epochs):
     base = models.mlp(sizes)        # one model for apply: fit compiles once for all five runs
     curves = {}
     for name, w_init in INITS.items():
-        ts = init_train_state(models.mlp(sizes, w_init=w_init), opt, (784,), key)
+        ts = init_train_state(models.mlp(sizes, w_init=w_init), opt, (784,), key=key)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ts, hist = fit(base, loss, opt, train, epochs=epochs, batch_size=100, key=key, train_state=ts,

@@ -55,7 +55,7 @@ def load(n_train, n_val, n_test, key):
     print(f"source: {ds.source}" + (" (the embedded sample: install the full data set for better numbers)"
                                     if ds.is_sample else ""))
     (x, y), (x_test, y_test) = ds.train, ds.test
-    (x, y), (x_val, y_val) = data.train_val_split(key, x, y, 0.1)
+    (x, y), (x_val, y_val) = data.train_val_split(x, y, 0.1, key=key)
     x, y = x[:n_train], y[:n_train]
     x_val, y_val = x_val[:n_val], y_val[:n_val]
     x_test, y_test = x_test[:n_test], y_test[:n_test]

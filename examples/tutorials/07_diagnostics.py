@@ -105,7 +105,7 @@ def gradient_norms(x, y, key):
             print(diagnostics.format_report(report, verdicts=False))
             # The same numbers straight from the gradient pytree (weights only, so a little below
             # the report's norms, which include the biases):
-            (_, _), grads = jax.jit(fnn.value_and_grad(model, LOSS, mode="manual"))(params, state, x, y)
+            (_, _), grads = jax.jit(fnn.value_and_grad(model, LOSS, grad_mode="manual"))(params, state, x, y)
             print("    ‖dL/dW‖ from the grads tree:", np.array2string(layer_norms(grads), precision=2))
     return results
 # --8<-- [end:gradient_norms]
@@ -124,7 +124,7 @@ def train_curve(model, make_opt, x, y, epochs, batch_size, lr, key):
     k_init, k_epochs = jax.random.split(key)
     _, params, state = model.init(k_init, (x.shape[1],))
     opt = make_opt(lr)
-    grad_fn = fnn.value_and_grad(model, LOSS, mode="autodiff")
+    grad_fn = fnn.value_and_grad(model, LOSS, grad_mode="autodiff")
 
     def step(carry, batch):
         params, opt_state = carry
@@ -133,7 +133,7 @@ def train_curve(model, make_opt, x, y, epochs, batch_size, lr, key):
         return (optim.apply_updates(params, updates), opt_state), value
 
     def epoch(carry, k):
-        b = data.epoch_batches(k, x, y, batch_size)
+        b = data.epoch_batches(x, y, batch_size, key=k)
         return jax.lax.scan(step, carry, (b.x, b.y))
 
     (params, _), values = jax.lax.scan(epoch, (params, opt.init(params)), jax.random.split(k_epochs, epochs))

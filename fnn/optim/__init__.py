@@ -1,8 +1,9 @@
 """Optimizers as (init, update) pairs, transforms that compose with them, and schedules.
 
-See DESIGN.md: ``init(params) -> state``; ``update(grads, state, params=None, **extra) ->
+See DESIGN.md: ``init(params) -> state``; ``update(grads, state, params=None, *, lr_scale=1.0) ->
 (updates, state)``; ``apply_updates(params, updates)``. ``learning_rate`` is a float or a
-schedule ``count -> lr``; ``update`` takes ``lr_scale=`` from ``reduce_on_plateau``.
+schedule ``count -> lr``; ``lr_scale`` is the multiplier from ``reduce_on_plateau``, and any
+other keyword is a ``TypeError``.
 """
 
 from fnn.optim.adagrad import AdagradState, adagrad
@@ -14,13 +15,16 @@ from fnn.optim.rprop import RpropState, rprop
 from fnn.optim.schedules import (
     PlateauController,
     PlateauState,
-    constant,
+    constant_schedule,
     cosine_decay,
     exponential_decay,
     join,
     linear_warmup,
     reduce_on_plateau,
     step_decay,
+)
+from fnn.optim.schedules import (
+    constant as constant,  # deprecated alias of constant_schedule (removed in 0.3)
 )
 from fnn.optim.sgd import SgdState, sgd
 from fnn.optim.transforms import (
@@ -40,7 +44,7 @@ __all__ = [
     "sgd", "momentum", "ema_momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "rprop",
     "chain", "clip_by_value", "clip_by_global_norm", "add_weight_decay", "scale_by_learning_rate",
     "apply_updates", "global_norm",
-    "constant", "step_decay", "exponential_decay", "cosine_decay", "linear_warmup", "join",
+    "constant_schedule", "step_decay", "exponential_decay", "cosine_decay", "linear_warmup", "join",
     "reduce_on_plateau",
     "SgdState", "MomentumState", "AdagradState", "RmspropState", "AdamState", "RpropState",
     "ClipState", "EmptyState", "ScaleState", "PlateauState", "PlateauController",

@@ -88,15 +88,15 @@ def check_grads(name: str, expected: Any, grads: Any) -> None:
     check_tree_match(name, "grads", expected, grads)
 
 
-def scale_arg(extra: dict) -> jax.Array:
-    """The reduce-on-plateau multiplier passed as `lr_scale=` (1.0 when absent)."""
-    return jnp.asarray(extra.get("lr_scale", 1.0)).astype(default_float())
+def as_scale(lr_scale: Any) -> jax.Array:
+    """The reduce-on-plateau multiplier ``lr_scale`` as a scalar of the default float dtype."""
+    return jnp.asarray(lr_scale).astype(default_float())
 
 
-def current_lr(schedule: Schedule, count: jax.Array, extra: dict) -> jax.Array:
+def current_lr(schedule: Schedule, count: jax.Array, lr_scale: Any) -> jax.Array:
     """schedule(count) · lr_scale as a scalar of the default float dtype."""
     lr = jnp.asarray(schedule(count)).astype(default_float())
-    return lr * scale_arg(extra)
+    return lr * as_scale(lr_scale)
 
 
 def as_float(count: jax.Array) -> jax.Array:

@@ -51,9 +51,9 @@ def adagrad(learning_rate, eps: float = 1e-10, initial_accumulator: float = 0.0)
         return AdagradState(count=zero_count(),
                             sum_of_squares=jax.tree.map(partial(jnp.full_like, fill_value=s0), params))
 
-    def update(grads, state, params=None, **extra):
+    def update(grads, state, params=None, *, lr_scale=1.0):
         check_grads(name, state.sum_of_squares, grads)
-        lr = current_lr(schedule, state.count, extra)
+        lr = current_lr(schedule, state.count, lr_scale)
         sums = jax.tree.map(_accumulate, state.sum_of_squares, grads)
         updates = jax.tree.map(partial(_adagrad_step, lr=lr, eps=eps), grads, sums)
         return updates, AdagradState(count=state.count + 1, sum_of_squares=sums)

@@ -92,9 +92,9 @@ def adam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
         return AdamState(count=zero_count(), m=jax.tree.map(jnp.zeros_like, params),
                          v=jax.tree.map(jnp.zeros_like, params))
 
-    def update(grads, state, params=None, **extra):
+    def update(grads, state, params=None, *, lr_scale=1.0):
         check_grads(name, state.m, grads)
-        lr = current_lr(schedule, state.count, extra)
+        lr = current_lr(schedule, state.count, lr_scale)
         return _moments_and_step(grads, state, lr, b1, b2, eps, bias_correction)
 
     return Optimizer(init, update)
@@ -123,12 +123,12 @@ def adamw(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
         return AdamState(count=zero_count(), m=jax.tree.map(jnp.zeros_like, params),
                          v=jax.tree.map(jnp.zeros_like, params))
 
-    def update(grads, state, params=None, **extra):
+    def update(grads, state, params=None, *, lr_scale=1.0):
         if params is None:
             raise ValueError(f"{name}: update needs params for the decoupled weight decay, got None")
         check_grads(name, state.m, grads)
         check_grads(name, params, grads)
-        lr = current_lr(schedule, state.count, extra)
+        lr = current_lr(schedule, state.count, lr_scale)
         updates, new_state = _moments_and_step(grads, state, lr, b1, b2, eps, True)
         updates = jax.tree.map(partial(_decoupled_decay, lr=lr, weight_decay=wd), updates, params)
         return updates, new_state

@@ -54,9 +54,9 @@ def momentum(learning_rate, momentum: float = 0.9, dampening: float = 0.0) -> Op
     def init(params):
         return MomentumState(count=zero_count(), velocity=jax.tree.map(jnp.zeros_like, params))
 
-    def update(grads, state, params=None, **extra):
+    def update(grads, state, params=None, *, lr_scale=1.0):
         check_grads(name, state.velocity, grads)
-        lr = current_lr(schedule, state.count, extra)
+        lr = current_lr(schedule, state.count, lr_scale)
         step = partial(_heavy_ball_velocity, momentum=mu, dampening=damp, first=state.count == 0)
         velocity = jax.tree.map(step, state.velocity, grads)
         updates = jax.tree.map(partial(_descend, lr=lr), velocity)
@@ -84,9 +84,9 @@ def ema_momentum(learning_rate, decay: float = 0.9) -> Optimizer:
     def init(params):
         return MomentumState(count=zero_count(), velocity=jax.tree.map(jnp.zeros_like, params))
 
-    def update(grads, state, params=None, **extra):
+    def update(grads, state, params=None, *, lr_scale=1.0):
         check_grads(name, state.velocity, grads)
-        lr = current_lr(schedule, state.count, extra)
+        lr = current_lr(schedule, state.count, lr_scale)
         velocity = jax.tree.map(partial(_ema_velocity, decay=gamma), state.velocity, grads)
         updates = jax.tree.map(partial(_descend, lr=lr), velocity)
         return updates, MomentumState(count=state.count + 1, velocity=velocity)

@@ -35,9 +35,9 @@ def nesterov(learning_rate, momentum: float = 0.9) -> Optimizer:
     def init(params):
         return MomentumState(count=zero_count(), velocity=jax.tree.map(jnp.zeros_like, params))
 
-    def update(grads, state, params=None, **extra):
+    def update(grads, state, params=None, *, lr_scale=1.0):
         check_grads(name, state.velocity, grads)
-        lr = current_lr(schedule, state.count, extra)
+        lr = current_lr(schedule, state.count, lr_scale)
         step = partial(_heavy_ball_velocity, momentum=mu, dampening=0.0, first=state.count == 0)
         velocity = jax.tree.map(step, state.velocity, grads)
         updates = jax.tree.map(partial(_nesterov_step, momentum=mu, lr=lr), grads, velocity)

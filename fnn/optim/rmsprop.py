@@ -84,9 +84,9 @@ def rmsprop(learning_rate, decay: float = 0.99, eps: float = 1e-8, eps_inside_sq
                             grad_avg=zeros if centered else (),
                             momentum_buffer=zeros if mu > 0 else ())
 
-    def update(grads, state, params=None, **extra):
+    def update(grads, state, params=None, *, lr_scale=1.0):
         check_grads(name, state.square_avg, grads)
-        lr = current_lr(schedule, state.count, extra)
+        lr = current_lr(schedule, state.count, lr_scale)
         square_avg = jax.tree.map(partial(_ema_square, decay=alpha), state.square_avg, grads)
         direction_fn = partial(_rms_direction, eps=eps, eps_inside_sqrt=eps_inside_sqrt)
         if centered:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from fnn.core import Optimizer, check_range
-from fnn.optim._base import check_float_arg, check_grads, scale_arg
+from fnn.optim._base import as_scale, check_float_arg, check_grads
 
 
 class RpropState(NamedTuple):
@@ -76,13 +76,13 @@ def rprop(learning_rate: float = 0.01, eta_minus: float = 0.5, eta_plus: float =
         return RpropState(step_size=jax.tree.map(partial(jnp.full_like, fill_value=lr), params),
                           prev_grad=jax.tree.map(jnp.zeros_like, params))
 
-    def update(grads, state, params=None, **extra):
+    def update(grads, state, params=None, *, lr_scale=1.0):
         check_grads(name, state.step_size, grads)
         new_step = partial(_new_step_size, eta_minus=eta_minus, eta_plus=eta_plus,
                            min_step=min_step, max_step=max_step)
         step_size = jax.tree.map(new_step, state.step_size, grads, state.prev_grad)
         gated = jax.tree.map(_gated_grad, grads, state.prev_grad)
-        updates = jax.tree.map(partial(_rprop_step, scale=scale_arg(extra)), gated, step_size)
+        updates = jax.tree.map(partial(_rprop_step, scale=as_scale(lr_scale)), gated, step_size)
         return updates, RpropState(step_size=step_size, prev_grad=gated)
 
     return Optimizer(init, update)

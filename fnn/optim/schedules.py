@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnn._deprecation import deprecated_alias
 from fnn.core import check_choice, check_range
 from fnn.optim._base import as_float, check_float_arg, default_float
 
@@ -35,14 +36,20 @@ def _check_lr(name: str, what: str, value) -> float:
     return v
 
 
-def constant(value: float) -> Schedule:
+def constant_schedule(value: float) -> Schedule:
     """lr = value at every step."""
-    value = _check_lr("constant", "value", value)
+    value = _check_lr("constant_schedule", "value", value)
 
     def schedule(count):
         return jnp.full((), value, default_float())
 
     return schedule
+
+
+@deprecated_alias("fnn.optim.constant", "fnn.optim.constant_schedule")
+def constant(value: float) -> Schedule:
+    """Deprecated alias of ``constant_schedule`` (``constant`` is also an initializer, ``fnn.init.constant``)."""
+    return constant_schedule(value)
 
 
 def step_decay(init_value: float, decay_rate: float, step_size: int) -> Schedule:

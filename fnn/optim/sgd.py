@@ -37,10 +37,10 @@ def sgd(learning_rate) -> Optimizer:
     def init(params):
         return SgdState(count=zero_count())
 
-    def update(grads, state, params=None, **extra):
+    def update(grads, state, params=None, *, lr_scale=1.0):
         if params is not None:
             check_grads(name, params, grads)
-        lr = current_lr(schedule, state.count, extra)
+        lr = current_lr(schedule, state.count, lr_scale)
         updates = jax.tree.map(partial(_sgd_step, lr=lr), grads)
         return updates, SgdState(count=state.count + 1)
 

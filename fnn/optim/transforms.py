@@ -66,28 +66,43 @@ def apply_updates(params, updates):
     return jax.tree.map(_add, params, updates)
 
 
-def chain(*optimizers: Optimizer) -> Optimizer:
+def _is_transform(opt) -> bool:
+    """fnn's Optimizer, or anything else with optax's protocol: callable ``init`` and ``update``."""
+    return callable(getattr(opt, "init", None)) and callable(getattr(opt, "update", None))
+
+
+def chain(*optimizers) -> Optimizer:
     """Compose transforms left to right: each one's updates feed the next.
 
-    The state is a tuple with one entry per transform. ``params`` and every ``extra``
-    keyword (such as ``lr_scale``) are passed to each of them.
+    The state is a tuple with one entry per transform (as ``optax.chain``). fnn's own
+    optimizers and transforms (``fnn.core.Optimizer``) are called as
+    ``update(updates, state, params, lr_scale=lr_scale)``. Any other object with optax's
+    ``init(params)`` / ``update(updates, state, params)`` protocol, such as
+    ``optax.clip_by_global_norm(1.0)``, is called as ``update(updates, state, params)``: it
+    does **not** see ``lr_scale``, so reduce-on-plateau does not reach a foreign rule (an
+    ``optax.sgd`` inside the chain); put one of fnn's rules last to have the scale applied.
     Example: ``chain(clip_by_global_norm(1.0), add_weight_decay(5e-4), momentum(0.1))``.
     """
     name = "chain"
     for i, opt in enumerate(optimizers):
-        if not isinstance(opt, Optimizer):
-            raise ValueError(f"{name}: argument {i} must be an Optimizer, got {type(opt).__name__}")
+        if not _is_transform(opt):
+            raise ValueError(f"{name}: argument {i} must be an Optimizer, got {type(opt).__name__} "
+                             f"(an Optimizer, or an object with optax's init and update)")
+    own = tuple(isinstance(opt, Optimizer) for opt in optimizers)
 
     def init(params):
         return tuple(opt.init(params) for opt in optimizers)
 
-    def update(grads, state, params=None, **extra):
+    def update(grads, state, params=None, *, lr_scale=1.0):
         if not isinstance(state, tuple) or len(state) != len(optimizers):
             raise ValueError(f"{name}: expected a state tuple of length {len(optimizers)}, "
                              f"got {type(state).__name__}")
         updates, new_state = grads, []
-        for opt, s in zip(optimizers, state, strict=True):
-            updates, s = opt.update(updates, s, params, **extra)
+        for opt, is_own, s in zip(optimizers, own, state, strict=True):
+            if is_own:
+                updates, s = opt.update(updates, s, params, lr_scale=lr_scale)
+            else:
+                updates, s = opt.update(updates, s, params)
             new_state.append(s)
         return updates, tuple(new_state)
 
@@ -106,7 +121,7 @@ def clip_by_value(max_value: float) -> Optimizer:
     def init(params):
         return EmptyState()
 
-    def update(grads, state, params=None, **extra):
+    def update(grads, state, params=None, *, lr_scale=1.0):
         if params is not None:
             check_tree_match(name, "grads", params, grads)
         return jax.tree.map(partial(_clip_value, max_value=max_value), grads), state
@@ -137,7 +152,7 @@ def clip_by_global_norm(max_norm: float, eps: float = 0.0) -> Optimizer:
     def init(params):
         return ClipState(global_norm=jnp.zeros((), _norm_dtype(params)))
 
-    def update(grads, state, params=None, **extra):
+    def update(grads, state, params=None, *, lr_scale=1.0):
         if params is not None:
             check_tree_match(name, "grads", params, grads)
         norm = global_norm(grads)
@@ -166,7 +181,7 @@ def add_weight_decay(weight_decay: float) -> Optimizer:
     def init(params):
         return EmptyState()
 
-    def update(grads, state, params=None, **extra):
+    def update(grads, state, params=None, *, lr_scale=1.0):
         if params is None:
             raise ValueError(f"{name}: update needs params, got None")
         check_tree_match(name, "grads", params, grads)
@@ -190,10 +205,10 @@ def scale_by_learning_rate(learning_rate) -> Optimizer:
     def init(params):
         return ScaleState(count=zero_count())
 
-    def update(grads, state, params=None, **extra):
+    def update(grads, state, params=None, *, lr_scale=1.0):
         if params is not None:
             check_tree_match(name, "grads", params, grads)
-        lr = current_lr(schedule, state.count, extra)
+        lr = current_lr(schedule, state.count, lr_scale)
         return jax.tree.map(partial(_scale_step, lr=lr), grads), ScaleState(count=state.count + 1)
 
     return Optimizer(init, update)

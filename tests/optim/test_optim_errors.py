@@ -2,6 +2,7 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -24,7 +25,7 @@ BAD = [
     (lambda: optim.scale_by_learning_rate(-1.0), r"scale_by_learning_rate: learning_rate .*-1\.0"),
     (lambda: optim.rprop(-0.01), r"rprop: learning_rate .*-0\.01"),
     (lambda: optim.rprop(NAN), r"rprop: learning_rate .*nan"),
-    (lambda: optim.rprop(optim.constant(0.1)), r"rprop: learning_rate is the initial step size"),
+    (lambda: optim.rprop(optim.constant_schedule(0.1)), r"rprop: learning_rate is the initial step size"),
     # rprop etas and bounds
     (lambda: optim.rprop(eta_minus=0.0), r"rprop: eta_minus must be in \(0\.0, 1\.0\), got 0\.0"),
     (lambda: optim.rprop(eta_minus=1.0), r"rprop: eta_minus must be in \(0\.0, 1\.0\), got 1\.0"),
@@ -69,11 +70,11 @@ BAD = [
     (lambda: optim.linear_warmup(0.0, NAN, 10), r"linear_warmup: peak_value .*nan"),
     (lambda: optim.linear_warmup(0.0, 0.1, 2.5),
      r"linear_warmup: warmup_steps must be an int >= 1, got 2\.5"),
-    (lambda: optim.constant(-1.0), r"constant: value .*-1\.0"),
-    (lambda: optim.join([optim.constant(0.1)], [5]),
+    (lambda: optim.constant_schedule(-1.0), r"constant_schedule: value .*-1\.0"),
+    (lambda: optim.join([optim.constant_schedule(0.1)], [5]),
      r"join: expected len\(schedules\) == len\(boundaries\) \+ 1"),
-    (lambda: optim.join([optim.constant(0.1)] * 3, [5, 5]), r"join: boundaries must be strictly increasing"),
-    (lambda: optim.join([optim.constant(0.1), 0.2], [5]), r"join: schedules\[1\] must be a callable"),
+    (lambda: optim.join([optim.constant_schedule(0.1)] * 3, [5, 5]), r"join: boundaries must be strictly increasing"),
+    (lambda: optim.join([optim.constant_schedule(0.1), 0.2], [5]), r"join: schedules\[1\] must be a callable"),
     # reduce_on_plateau
     (lambda: optim.reduce_on_plateau(factor=1.0),
      r"reduce_on_plateau: factor must be in \(0\.0, 1\.0\), got 1\.0"),
@@ -121,3 +122,36 @@ def test_chain_refuses_a_state_of_the_wrong_length():
     opt = optim.chain(optim.sgd(0.1), optim.sgd(0.1))
     with pytest.raises(ValueError, match="chain: expected a state tuple of length 2"):
         opt.update({"w": jnp.ones(2)}, (optim.SgdState(jnp.zeros((), jnp.int32)),))
+
+
+# Every optimizer, transform and chain: update(grads, state, params=None, *, lr_scale=1.0), nothing else.
+UPDATE_CONTRACT = {
+    "sgd": lambda: optim.sgd(0.1), "momentum": lambda: optim.momentum(0.1),
+    "ema_momentum": lambda: optim.ema_momentum(0.1), "nesterov": lambda: optim.nesterov(0.1),
+    "adagrad": lambda: optim.adagrad(0.1), "rmsprop": lambda: optim.rmsprop(0.1),
+    "adam": lambda: optim.adam(0.1), "adamw": lambda: optim.adamw(0.1), "rprop": lambda: optim.rprop(),
+    "clip_by_value": lambda: optim.clip_by_value(1.0), "clip_by_global_norm": lambda: optim.clip_by_global_norm(1.0),
+    "add_weight_decay": lambda: optim.add_weight_decay(0.1),
+    "scale_by_learning_rate": lambda: optim.scale_by_learning_rate(0.1),
+    "chain": lambda: optim.chain(optim.clip_by_value(1.0), optim.adam(0.1)),
+}
+NOT_OPTIMIZERS = {"apply_updates", "global_norm", "reduce_on_plateau", "constant_schedule", "step_decay",
+                  "exponential_decay", "cosine_decay", "linear_warmup", "join"}
+
+
+def test_the_update_contract_covers_every_optimizer():
+    factories = {n for n in optim.__all__ if n[0].islower()} - NOT_OPTIMIZERS
+    assert factories == set(UPDATE_CONTRACT)
+
+
+@pytest.mark.parametrize("name", list(UPDATE_CONTRACT))
+def test_update_refuses_a_misspelt_keyword(name):
+    opt = UPDATE_CONTRACT[name]()
+    params = {"w": jnp.ones((2, 3))}
+    state = opt.init(params)
+    with pytest.raises(TypeError, match="lr_sclae"):
+        opt.update(params, state, params, lr_sclae=0.5)
+    with pytest.raises(TypeError):
+        opt.update(params, state, params, 0.5)  # lr_scale is keyword-only
+    updates, _ = opt.update(params, state, params, lr_scale=0.5)
+    assert jax.tree.structure(updates) == jax.tree.structure(params)

@@ -98,7 +98,9 @@ def test_lr_scale_multiplies_the_first_update(rule):
     params, g = tree(jnp.float64), tree(jnp.float64, seed=1)
     u1, _ = opt.update(g, opt.init(params), params)
     u_half, _ = opt.update(g, opt.init(params), params, lr_scale=0.5)
-    u0, _ = opt.update(g, opt.init(params), params, lr_scale=jnp.zeros((), jnp.float64), unused_key="ignored")
+    u0, _ = opt.update(g, opt.init(params), params, lr_scale=jnp.zeros((), jnp.float64))
+    with pytest.raises(TypeError, match="unused_key"):  # no **extra: an unknown keyword is refused
+        opt.update(g, opt.init(params), params, lr_scale=0.5, unused_key="ignored")
     leaves_close(u_half, jax.tree.map(lambda x: 0.5 * x, u1), RTOL64)
     assert all(not np.any(x) for x in jax.tree.leaves(u0))
 

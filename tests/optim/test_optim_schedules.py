@@ -15,8 +15,15 @@ def values(schedule, n):
     return np.asarray(jax.jit(jax.vmap(schedule))(jnp.arange(n, dtype=jnp.int32)))
 
 
-def test_constant():
-    np.testing.assert_array_equal(values(optim.constant(0.3), 4), 0.3)
+def test_constant_schedule():
+    np.testing.assert_array_equal(values(optim.constant_schedule(0.3), 4), 0.3)
+
+
+def test_constant_is_a_deprecated_alias_of_constant_schedule():
+    with pytest.warns(DeprecationWarning, match=r"optim.constant is deprecated, use fnn.optim.constant_schedule"):
+        old = optim.constant(0.3)
+    np.testing.assert_array_equal(values(old, 4), values(optim.constant_schedule(0.3), 4))
+    assert "constant" not in optim.__all__ and "constant_schedule" in optim.__all__
 
 
 def test_step_decay_formula():
@@ -52,13 +59,14 @@ def test_linear_warmup():
 
 
 def test_join_restarts_each_schedule_at_its_boundary():
-    s = optim.join([optim.constant(1.0), optim.linear_warmup(0.0, 1.0, 2), optim.constant(0.1)], [3, 6])
+    s = optim.join([optim.constant_schedule(1.0), optim.linear_warmup(0.0, 1.0, 2), optim.constant_schedule(0.1)],
+                   [3, 6])
     np.testing.assert_allclose(values(s, 9), [1, 1, 1, 0, 0.5, 1, 0.1, 0.1, 0.1], rtol=1e-15)
 
 
 def test_schedules_accept_python_int_counts():
     assert float(optim.cosine_decay(1.0, 4)(2)) == pytest.approx(0.5)
-    assert float(optim.join([optim.constant(1.0), optim.constant(2.0)], [1])(5)) == 2.0
+    assert float(optim.join([optim.constant_schedule(1.0), optim.constant_schedule(2.0)], [1])(5)) == 2.0
 
 
 def test_float32_default_when_x64_is_off():

@@ -94,19 +94,49 @@ def test_chain_of_clip_and_scale_equals_clipped_sgd():
     assert isinstance(sh, tuple) and len(sh) == 2 and isinstance(sh[0], optim.ClipState)
 
 
-def test_chain_passes_extra_keywords_to_every_member():
+def test_chain_passes_lr_scale_to_every_member():
     seen = []
 
-    def spy_update(grads, state, params=None, **extra):
-        seen.append(extra)
+    def spy_update(grads, state, params=None, *, lr_scale=1.0):
+        seen.append(lr_scale)
         return grads, state
 
     spy = Optimizer(lambda p: (), spy_update)
     opt = optim.chain(spy, optim.sgd(1.0), spy)
     g = tree()
-    u, _ = opt.update(g, opt.init(g), None, lr_scale=0.25, epoch=3)
-    assert seen == [{"lr_scale": 0.25, "epoch": 3}] * 2
+    u, _ = opt.update(g, opt.init(g), None, lr_scale=0.25)
+    assert seen == [0.25] * 2
     np.testing.assert_allclose(u["a"], -0.25 * g["a"], rtol=1e-15)
+    with pytest.raises(TypeError, match="epoch"):
+        opt.update(g, opt.init(g), None, lr_scale=0.25, epoch=3)
+
+
+class _Foreign:
+    """An optax-style transform that is not an fnn Optimizer: update takes no lr_scale."""
+
+    def __init__(self):
+        self.calls = []
+
+    def init(self, params):
+        return ()
+
+    def update(self, updates, state, params=None):
+        self.calls.append(params)
+        return jax.tree.map(lambda u: 2.0 * u, updates), state
+
+
+def test_chain_calls_foreign_transforms_without_lr_scale():
+    foreign = _Foreign()
+    opt = optim.chain(foreign, optim.sgd(1.0))
+    g = tree()
+    u, state = opt.update(g, opt.init(g), g, lr_scale=0.25)
+    assert foreign.calls == [g] and state[0] == ()
+    np.testing.assert_allclose(u["a"], -0.5 * g["a"], rtol=1e-15)  # 2·g from the foreign one, then -0.25·lr
+
+
+def test_chain_refuses_an_object_without_init_and_update():
+    with pytest.raises(ValueError, match="chain: argument 0 must be an Optimizer, got object"):
+        optim.chain(object())
 
 
 def test_chain_order_matters_clip_then_decay():

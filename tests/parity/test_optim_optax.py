@@ -77,8 +77,8 @@ SCHEDULES = {
                               optax.exponential_decay(0.1, transition_steps=4, decay_rate=0.7,
                                                       staircase=True)),
     "warmup": (optim.linear_warmup(0.0, 0.1, 10), optax.linear_schedule(0.0, 0.1, 10)),
-    "join": (optim.join([optim.linear_warmup(0.0, 0.1, 5), optim.cosine_decay(0.1, 20), optim.constant(0.03)],
-                        [5, 25]),
+    "join": (optim.join([optim.linear_warmup(0.0, 0.1, 5), optim.cosine_decay(0.1, 20),
+                         optim.constant_schedule(0.03)], [5, 25]),
              optax.join_schedules([optax.linear_schedule(0.0, 0.1, 5), optax.cosine_decay_schedule(0.1, 20),
                                    optax.constant_schedule(0.03)], [5, 25])),
 }
@@ -92,3 +92,40 @@ def test_schedule_matches_optax(case):
     # optax evaluates some schedules in float32 whatever the x64 flag (ours are float64 here).
     rtol = 1e-13 if expected.dtype == np.float64 else 1e-6
     np.testing.assert_allclose(_values(ours, 40), expected, rtol=rtol, atol=1e-15)
+
+
+# fnn.chain accepts optax's transforms: it calls them as update(updates, state, params), without lr_scale.
+FOREIGN = {
+    "optax_clip_then_fnn_sgd": (optim.chain(optax.clip_by_global_norm(1.0), optim.sgd(0.1)),
+                                optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.1))),
+    "fnn_clip_then_optax_adam": (optim.chain(optim.clip_by_value(0.3), optax.adam(0.01)),
+                                 optax.chain(optax.clip(0.3), optax.adam(0.01))),
+    "optax_only": (optim.chain(optax.clip(0.3), optax.add_decayed_weights(1e-2), optax.adam(0.01)),
+                   optax.chain(optax.clip(0.3), optax.add_decayed_weights(1e-2), optax.adam(0.01))),
+}
+
+
+@pytest.mark.parametrize("case", list(FOREIGN))
+def test_fnn_chain_of_optax_transforms_matches_optax_chain(case):
+    ours, tx = FOREIGN[case]
+    params = random_tree(np.random.default_rng(7))
+    grads = gradient_sequence(seed=8)
+    ref = run_optax(tx, params, grads)
+    assert moved(ref, params) > 1e-3
+    # run_optax: optax's own transforms inside our chain need standard promotion too.
+    assert max_step_err(run_optax(ours, params, grads), ref) <= RTOL64
+
+
+def test_lr_scale_reaches_fnn_rules_but_not_optax_transforms_in_a_chain():
+    params = random_tree(np.random.default_rng(7))
+    grads = gradient_sequence(seed=8)
+    ours = optim.chain(optax.clip_by_global_norm(1.0), optim.sgd(0.1))
+    ref = run_optax(optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.05)), params, grads)
+    with jax.numpy_dtype_promotion("standard"):
+        scaled = run_fnn(ours, params, grads, lr_scale=0.5)
+    assert max_step_err(scaled, ref) <= RTOL64
+    # An optax rule does not see the scale: the chain is optax's, unscaled.
+    unscaled = run_optax(optax.chain(optax.clip(0.3), optax.sgd(0.1)), params, grads)
+    with jax.numpy_dtype_promotion("standard"):
+        got = run_fnn(optim.chain(optim.clip_by_value(0.3), optax.sgd(0.1)), params, grads, lr_scale=0.5)
+    assert max_step_err(got, unscaled) <= RTOL64
