@@ -187,7 +187,7 @@ def _load_data(args):
     val = None
     if args.val_fraction > 0:
         try:
-            (x_train, y_train), val = data.train_val_split(split_key, x_train, y_train, args.val_fraction)
+            (x_train, y_train), val = data.train_val_split(x_train, y_train, args.val_fraction, key=split_key)
         except ValueError as e:
             raise _Exit(2, f"fnn train: error: {e}") from None
     scaler = data.Standardizer.fit(x_train, per=args.standardize)

@@ -560,7 +560,7 @@ def _programs(model, loss, make_optimizer, input_shape, batch_size, mode, vector
     def init_one(key, hp):
         """fnn.train.init_train_state, then init_scale."""
         opt = make_opt(hp)
-        ts = init_train_state(model, opt, input_shape, key)
+        ts = init_train_state(model, opt, input_shape, key=key)
         if "init_scale" in hp:
             params = jax.tree.map(partial(_scale_param, scale=hp["init_scale"]), ts.params)
             ts = ts._replace(params=params, opt_state=opt.init(params))

@@ -79,7 +79,7 @@ def runs() -> dict[str, str]:
                              epochs=1, batch_size=64, val_data=(xv, yv), progress=False)
     out["vmap_search"] = _digest([t.score for t in res.trials])
     ov = diagnostics.overfit_one_batch(mlp, ce, optim.adam(1e-2), x[:16], y[:16], key=jax.random.key(0),
-                                       steps=50)
+                                       steps=50, grad_mode="autodiff")
     out["overfit_one_batch"] = _digest(np.asarray(ov.losses))
     return out
 

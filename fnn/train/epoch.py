@@ -128,7 +128,8 @@ def epoch_fn(step: Callable, batch_size: int, remainder: str, *, record: Probe |
     def run(ts, x, y, lr_scale):
         k, perm_key = jax.random.split(ts.key)
         mask_dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
-        idx, mask = epoch_indices(perm_key, x.shape[0], batch_size, remainder=remainder, mask_dtype=mask_dtype)
+        idx, mask = epoch_indices(x.shape[0], batch_size, key=perm_key, remainder=remainder,
+                                  mask_dtype=mask_dtype)
         if constrain is not None:
             idx, mask = constrain((idx, mask))  # (steps, B): each device gathers its own rows
 
@@ -172,7 +173,7 @@ def programs(model, loss, optimizer, penalty, mode: str, batch_size: int, remain
 def shuffle(key, n: int, batch_size: int, remainder: str, mask_dtype):
     """The per-step loop's shuffle: the same key split, indices and mask as the fused epoch's."""
     k, perm_key = jax.random.split(key)
-    return (k, *epoch_indices(perm_key, n, batch_size, remainder=remainder, mask_dtype=mask_dtype))
+    return (k, *epoch_indices(n, batch_size, key=perm_key, remainder=remainder, mask_dtype=mask_dtype))
 
 
 finish_jit = jax.jit(finish)

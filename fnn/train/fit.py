@@ -105,9 +105,9 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
         if tuple(x_val.shape[1:]) != tuple(x.shape[1:]):
             raise ValueError(f"{name}: val_data x has examples of shape {fmt_shape(x_val.shape[1:])}, "
                              f"train_data x of shape {fmt_shape(x.shape[1:])}")
-    mode = resolve_grad_mode(grad_mode)
+    mode = resolve_grad_mode(grad_mode, name=name)
     if train_state is None:
-        ts = init_train_state(model, optimizer, x.shape[1:], as_key(name, key))
+        ts = init_train_state(model, optimizer, x.shape[1:], key=as_key(name, key))
     else:
         ts = _checked_state(name, model, optimizer, train_state, x.shape[1:])
     out_shape = jax.eval_shape(lambda p, s, xx: model.apply(p, s, xx)[0], ts.params, ts.state,

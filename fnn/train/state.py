@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnn._deprecation import key_keyword_only
 from fnn.core import Layer, Optimizer
 
 
@@ -45,7 +46,8 @@ def as_key(name: str, key: Any) -> jax.Array:
     return jax.random.wrap_key_data(key)  # a legacy uint32[2] key
 
 
-def init_train_state(model: Layer, optimizer: Optimizer, input_shape: Sequence[int],
+@key_keyword_only(3)
+def init_train_state(model: Layer, optimizer: Optimizer, input_shape: Sequence[int], *,
                      key: jax.Array) -> TrainState:
     """Initialize params and state from shapes, the optimizer state from params.
 

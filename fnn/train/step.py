@@ -18,25 +18,12 @@ import jax
 import jax.numpy as jnp
 
 from fnn import precision
-from fnn.backprop import MODES, value_and_grad
-from fnn.core import Layer, Loss, Optimizer, check_choice, layer_bwd, layer_fwd
+from fnn.backprop import GRAD_MODES, resolve_grad_mode, value_and_grad
+from fnn.core import Layer, Loss, Optimizer, layer_bwd, layer_fwd
 from fnn.optim import apply_updates, global_norm
 from fnn.train.state import TrainState
 
-GRAD_MODES = ("auto",) + MODES
-
-
-def resolve_grad_mode(grad_mode: str) -> str:
-    """"auto" -> "custom_vjp" on XLA:CPU, "autodiff" elsewhere; other modes pass through.
-
-    Why: inside ``lax.scan`` on XLA:CPU, autodiff's convolution weight gradient runs on a slow
-    path (about 80x slower for one conv), while the layers' own backward, used as the VJP
-    rule, stays fast. The per-step loop gets the same choice so both loops give the same numbers.
-    """
-    check_choice("fit", "grad_mode", grad_mode, GRAD_MODES)
-    if grad_mode != "auto":
-        return grad_mode
-    return "custom_vjp" if jax.default_backend() == "cpu" else "autodiff"
+__all__ = ["GRAD_MODES", "resolve_grad_mode", "train_step", "masked", "with_predictions", "layer_groups"]
 
 
 def with_predictions(model: Layer) -> Layer:
@@ -128,11 +115,22 @@ def _group_norms(tree) -> jax.Array:
     return jnp.stack([global_norm(g).astype(jnp.float32) for g in layer_groups(tree)])
 
 
-def train_step(model: Layer, loss: Loss, optimizer: Optimizer, *, grad_mode: str = "autodiff",
+def _update(optimizer, grads, opt_state, params, lr_scale):
+    """fnn's optimizers take the plateau scale as ``lr_scale``; any other (optax's) would ignore
+    it, so its updates are scaled instead."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer.update(grads, opt_state, params, lr_scale=lr_scale)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    scale = jnp.asarray(lr_scale)
+    return jax.tree.map(lambda u: u * scale.astype(u.dtype), updates), opt_state
+
+
+def train_step(model: Layer, loss: Loss, optimizer: Optimizer, *, grad_mode: str = "auto",
                penalty: Loss | None = None, policy=None, layer_stats: bool = False) -> Callable:
     """Build a pure ``step(ts, x, y, mask=None, lr_scale=1.0) -> (ts, metrics)``.
 
-    The gradient comes from ``fnn.backprop.value_and_grad(model, loss, mode, penalty=penalty)``;
+    The gradient comes from ``fnn.backprop.value_and_grad(model, loss, grad_mode=..., penalty=...)``
+    ("auto": "custom_vjp" on XLA:CPU, "autodiff" elsewhere, as in ``fit``);
     the TrainState key is split, one half for this step (dropout), the other kept for later.
     Jit it yourself (``jax.jit(step, donate_argnums=0)``) or let ``fit`` do it.
 
@@ -156,14 +154,14 @@ def train_step(model: Layer, loss: Loss, optimizer: Optimizer, *, grad_mode: str
     parameters): ``layer_grad_norms`` (‖∂L/∂θ_i‖ of this batch) and ``layer_update_ratios``
     (‖Δθ_i‖ / ‖θ_i‖ of this step's update, NaN where ‖θ_i‖ = 0). ``StepRecorder`` records them.
     """
-    mode = resolve_grad_mode(grad_mode)
+    mode = resolve_grad_mode(grad_mode, name="train_step")
     policy = precision.get_policy(policy, where="train_step")
     if policy is not None:
         model = precision.apply_policy(model, policy)
     net = with_predictions(model)
     masked_loss = masked(loss)
-    vg_plain = value_and_grad(net, loss, mode, penalty=penalty)
-    vg_masked = value_and_grad(net, masked_loss, mode, penalty=penalty)
+    vg_plain = value_and_grad(net, loss, grad_mode=mode, penalty=penalty)
+    vg_masked = value_and_grad(net, masked_loss, grad_mode=mode, penalty=penalty)
 
     def step(ts: TrainState, x, y, mask=None, lr_scale=1.0):
         key, sub = jax.random.split(ts.key)
@@ -176,7 +174,7 @@ def train_step(model: Layer, loss: Loss, optimizer: Optimizer, *, grad_mode: str
                                                           train=True)
             count = jnp.sum(mask > 0).astype(jnp.int32)
             data_loss = masked_loss.value(pred, (y, mask)) if penalty is not None else value
-        updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params, lr_scale=lr_scale)
+        updates, opt_state = _update(optimizer, grads, ts.opt_state, ts.params, lr_scale)
         params = apply_updates(ts.params, updates)
         gnorm = global_norm(grads)
         correct = _correct(pred, y, mask)
