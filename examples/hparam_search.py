@@ -66,7 +66,7 @@ def random_search_demo(args, train, val, test):
 
 def vmap_configs(k: int):
     space = {"learning_rate": search.loguniform(3e-3, 3e-1), "weight_decay": search.loguniform(1e-6, 1e-3),
-             "init_scale": search.uniform(0.5, 1.5)}
+             "init_scale": search.uniform_range(0.5, 1.5)}
     configs = search.sample(space, k, key=jax.random.key(7))
     for i, c in enumerate(configs):
         c["seed"] = i % 4
