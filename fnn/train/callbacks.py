@@ -46,8 +46,10 @@ class Run:
     """What one ``fit`` call and its callbacks share. Callbacks read it and may change
     ``ts``, ``history``, ``lr_scale``, ``stop_reason`` and ``start_epoch``.
 
+    The settings of the call are attributes too: ``model``, ``loss``, ``optimizer``,
+    ``grad_mode``, ``batch_size``, ``epochs``, ``steps_per_epoch``, ``fused`` and ``callbacks``.
+
     Attributes:
-      model, loss, optimizer, grad_mode (resolved), batch_size, epochs, steps_per_epoch, fused.
       ts: the current TrainState (its buffers are donated to the next epoch: copy what you keep).
       history: the History being written.
       epoch: the epoch just run (1-based; 0 before training); start_epoch: the last epoch

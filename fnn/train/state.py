@@ -35,7 +35,7 @@ def as_key(name: str, key: Any) -> jax.Array:
     """A typed PRNG key from a typed key, a legacy uint32[2] key or an int seed.
 
     Raises:
-      ValueError naming `name` for anything else.
+      ValueError: for anything else (the message names `name`).
     """
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         return jax.random.key(int(key))
