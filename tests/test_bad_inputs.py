@@ -13,7 +13,7 @@ concrete. The rows test the eager behaviour; the tests at the end pin down what 
 
 Related catalogues elsewhere, not repeated here: tests/test_checkpoint.py (truncated, flipped
 byte, appended byte, foreign file, wrong structure/shape/dtype/kind, SIGKILL mid-save),
-tests/test_train.py (fit's input checks, the NaN stop), tests/test_data.py (IDX and loaders).
+tests/test_train.py (fit's input checks, the NaN stop), tests/data/ (IDX and loaders).
 """
 
 import gzip

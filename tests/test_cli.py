@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fnn import data
 from fnn.cli import format_confusion, main
+from fnn.data import datasets
 from fnn.train import History
 
 KEYS = {"test_accuracy", "test_loss", "train_seconds", "images_per_second", "epochs"}
@@ -76,13 +76,14 @@ def test_bad_arguments_are_argparse_errors(capsys):
 
 
 def test_missing_mnist_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(data, "SYSTEM_DATA_DIR", tmp_path / "none")
+    monkeypatch.setattr(datasets, "SYSTEM_DATA_DIR", tmp_path / "none")
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("FNN_DATA", raising=False)
     code = main(["train", "--dataset", "mnist", "--no-download", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 1
     assert "fnn train: error:" in err and "MNIST not found" in err and "FNN_DATA" in err
+    assert str(tmp_path / "none" / "mnist") in err  # the loader searched the patched system directory
 
 
 def test_format_confusion():
