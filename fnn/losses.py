@@ -10,6 +10,8 @@ one-hot row (so its example adds nothing to the loss): validate labels when load
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -297,3 +299,37 @@ def l2(weight: float, *, weights_only: bool = False) -> Loss:
         return jax.tree.map(lambda x: weight * x if take(x) else jnp.zeros_like(x), params)
 
     return Loss(f"l2({weight})", value, backward)
+
+
+class Penalized(NamedTuple):
+    """The objective L(pred, y) + R(θ): a data loss and a penalty on the parameters, trained as one.
+
+    Pass it as ``fit``'s or ``train_step``'s loss. It reads like its data loss (``name``,
+    ``value``, ``backward`` are ``loss``'s, with the penalty in the name): the training loss
+    that ``History`` records and what ``evaluate`` reports are the data loss, while the
+    gradient (and ``History.grad_norm``) include the penalty.
+    """
+
+    loss: Loss
+    penalty: Loss
+
+    @property
+    def name(self) -> str:
+        return f"{self.loss.name} + {self.penalty.name}"
+
+    @property
+    def value(self):
+        return self.loss.value
+
+    @property
+    def backward(self):
+        return self.loss.backward
+
+
+def penalized(loss: Loss, penalty: Loss) -> Penalized:
+    """``loss`` plus ``penalty`` (``l1``/``l2``) as one training objective, e.g.
+    ``fit(model, losses.penalized(losses.softmax_cross_entropy, losses.l2(5e-4)), ...)``."""
+    for what, v in (("loss", loss), ("penalty", penalty)):
+        if not isinstance(v, Loss):
+            raise ValueError(f"penalized: {what} must be a Loss, got {type(v).__name__}")
+    return Penalized(loss, penalty)

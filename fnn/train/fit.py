@@ -13,6 +13,7 @@ import numpy as np
 
 from fnn import parallel, precision
 from fnn.core import Layer, Loss, Optimizer, check_choice, check_positive_int, check_tree_match, fmt_shape
+from fnn.losses import penalized
 from fnn.optim._base import default_float
 from fnn.train import epoch as ep
 from fnn.train.callbacks import (
@@ -32,13 +33,13 @@ from fnn.train.evaluate import evaluate
 from fnn.train.history import History
 from fnn.train.locate import locator
 from fnn.train.state import TrainState, as_key, copy_tree, init_train_state
-from fnn.train.step import resolve_grad_mode
+from fnn.train.step import resolve_grad_mode, split_objective
 
 
 @parallel.with_mesh_context
 def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: int, batch_size: int,
         key: jax.Array | int | None = None, val_data=None, callbacks: Sequence[Callback | Callable] = (),
-        fused: bool = True, grad_mode: str = "auto", remainder: str = "drop", penalty: Loss | None = None,
+        fused: bool = True, grad_mode: str = "auto", remainder: str = "drop",
         train_state: TrainState | None = None, mesh=None, **deprecated) -> tuple[TrainState, History]:
     """Train `model` on `train_data` for `epochs` epochs: ``(train_state, history)``.
 
@@ -61,7 +62,8 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
 
     Args:
       model: the Layer to train (wrap it with ``fnn.precision.apply_policy`` for mixed precision).
-      loss: the Loss of (predictions, y).
+      loss: the Loss of (predictions, y), or a ``losses.penalized(loss, losses.l2(5e-4))``
+        objective (the penalty is added to the training objective, not to the reported loss).
       optimizer: an Optimizer; clipping and weight decay go in an ``optim.chain``.
       train_data: ``(x, y)``; x: (N, ...) floating (standardize integer images first),
         y: (N,) integer labels in [0, M) for an (N, M) model output, or float targets.
@@ -74,12 +76,11 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
       grad_mode: "auto" (default: "custom_vjp" on XLA:CPU, "autodiff" elsewhere), "autodiff",
         "manual" or "custom_vjp".
       remainder: "drop" (default) or "pad", see above.
-      penalty: optional regularizer added to the loss, e.g. ``losses.l2(5e-4)``.
       train_state: start from this TrainState instead of initializing from `key`.
       mesh: a ``jax.sharding.Mesh`` for data-parallel training (``fnn.parallel``): each batch
         split along its "data" axis, everything else replicated; batch_size must be a multiple
         of that axis's size. It changes the compiled epoch (shardings), hence a loop argument.
-      deprecated: the 0.1 keywords (``plateau``, ``early_stopping``, ``checkpoint_dir``,
+      deprecated: the 0.1 keywords (``penalty``, ``plateau``, ``early_stopping``, ``checkpoint_dir``,
         ``resume``, ``progress``, ``record_every``, ``debug_nans``, ``learning_rate``,
         ``compute_dtype``, ``policy``, ``batch_axis``, ``eval_batch_size``) still work for one
         release with a DeprecationWarning naming their replacement (CHANGELOG.md).
@@ -91,7 +92,8 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
       TypeError: an unknown keyword.
     """
     name = "fit"
-    model, callbacks, batch_axis, eval_batch_size = _legacy(model, list(callbacks), deprecated)
+    model, loss, callbacks, batch_axis, eval_batch_size = _legacy(model, loss, list(callbacks), deprecated)
+    loss, penalty = split_objective(name, loss, None)
     epochs = check_positive_int(name, "epochs", epochs)
     batch_size = check_positive_int(name, "batch_size", batch_size)
     dp = None if mesh is None else parallel.data_parallel(mesh, batch_axis, batch_size=batch_size, where=name)
@@ -243,6 +245,7 @@ def _with_defaults(callbacks: list) -> list:
 
 
 _RENAMED = {
+    "penalty": "loss=fnn.losses.penalized(loss, penalty)",
     "plateau": "callbacks=[ReduceLROnPlateau(...)]", "early_stopping": "callbacks=[EarlyStopping(patience)]",
     "checkpoint_dir": "callbacks=[Checkpoint(directory, resume=...)]", "resume": "Checkpoint(directory, resume=...)",
     "progress": "callbacks=[Progress(False)] to silence the bar", "record_every": "callbacks=[StepRecorder(every)]",
@@ -253,7 +256,7 @@ _RENAMED = {
 }
 
 
-def _legacy(model: Layer, callbacks: list, kw: dict):
+def _legacy(model: Layer, loss, callbacks: list, kw: dict):
     """Translate the 0.1 keywords of fit into callbacks and wrappers, with a DeprecationWarning each."""
     unknown = sorted(set(kw) - set(_RENAMED))
     if unknown:
@@ -264,6 +267,8 @@ def _legacy(model: Layer, callbacks: list, kw: dict):
     policy = precision.get_policy(kw.get("policy"), kw.get("compute_dtype"), where="fit")
     if policy is not None:
         model = precision.apply_policy(model, policy)
+    if kw.get("penalty") is not None:
+        loss = penalized(loss, kw["penalty"])
     if kw.get("plateau") is not None:
         callbacks.append(ReduceLROnPlateau(controller=kw["plateau"]))
     if kw.get("early_stopping") is not None:
@@ -279,4 +284,4 @@ def _legacy(model: Layer, callbacks: list, kw: dict):
         callbacks.append(NanGuard(locate=True))
     if "progress" in kw:
         callbacks.append(Progress(kw["progress"]))
-    return model, callbacks, kw.get("batch_axis", "data"), kw.get("eval_batch_size", 1000)
+    return model, loss, callbacks, kw.get("batch_axis", "data"), kw.get("eval_batch_size", 1000)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from fnn import precision
 from fnn.backprop import GRAD_MODES, resolve_grad_mode, value_and_grad
 from fnn.core import Layer, Loss, Optimizer, layer_bwd, layer_fwd
+from fnn.losses import Penalized
 from fnn.optim import apply_updates, global_norm
 from fnn.train.state import TrainState
 
@@ -115,6 +116,15 @@ def _group_norms(tree) -> jax.Array:
     return jnp.stack([global_norm(g).astype(jnp.float32) for g in layer_groups(tree)])
 
 
+def split_objective(name: str, loss, penalty: Loss | None) -> tuple[Loss, Loss | None]:
+    """(data loss, penalty) from a Loss or a ``losses.penalized(loss, penalty)`` objective."""
+    if isinstance(loss, Penalized):
+        if penalty is not None:
+            raise ValueError(f"{name}: the loss {loss.name!r} already has a penalty; do not pass penalty= too")
+        return loss.loss, loss.penalty
+    return loss, penalty
+
+
 def _update(optimizer, grads, opt_state, params, lr_scale):
     """fnn's optimizers take the plateau scale as ``lr_scale``; any other (optax's) would ignore
     it, so its updates are scaled instead."""
@@ -133,6 +143,8 @@ def train_step(model: Layer, loss: Loss, optimizer: Optimizer, *, grad_mode: str
     ("auto": "custom_vjp" on XLA:CPU, "autodiff" elsewhere, as in ``fit``);
     the TrainState key is split, one half for this step (dropout), the other kept for later.
     Jit it yourself (``jax.jit(step, donate_argnums=0)``) or let ``fit`` do it.
+
+    `loss` may be a ``losses.penalized(loss, penalty)`` objective (the same as ``penalty=``).
 
     Args (of step):
       ts: a TrainState.
@@ -154,6 +166,7 @@ def train_step(model: Layer, loss: Loss, optimizer: Optimizer, *, grad_mode: str
     parameters): ``layer_grad_norms`` (‖∂L/∂θ_i‖ of this batch) and ``layer_update_ratios``
     (‖Δθ_i‖ / ‖θ_i‖ of this step's update, NaN where ‖θ_i‖ = 0). ``StepRecorder`` records them.
     """
+    loss, penalty = split_objective("train_step", loss, penalty)
     mode = resolve_grad_mode(grad_mode, name="train_step")
     policy = precision.get_policy(policy, where="train_step")
     if policy is not None:

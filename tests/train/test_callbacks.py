@@ -216,7 +216,7 @@ def test_the_01_keywords_equal_their_callbacks_bit_for_bit(tmp_path):
 def test_each_01_keyword_warns_and_names_its_replacement(tmp_path):
     cases = {"progress": False, "early_stopping": 1, "learning_rate": 0.1, "record_every": 3,
              "plateau": optim.reduce_on_plateau(), "checkpoint_dir": tmp_path, "eval_batch_size": 50,
-             "compute_dtype": jnp.float32, "debug_nans": False}
+             "compute_dtype": jnp.float32, "debug_nans": False, "penalty": losses.l2(1e-3)}
     for name, value in cases.items():
         with pytest.warns(DeprecationWarning, match=rf"fit\({name}=\.\.\.\) is deprecated .* use "):
             run(epochs=1, **{name: value})
