@@ -7,28 +7,43 @@
   backward, so it is the independent reference the manual mode is checked against.
 - ``mode="custom_vjp"``: autodiff, with the model's own backward serving as its VJP rule
   (``with_own_vjp``). Same numbers as manual, and JAX transformations (jit, vmap, grad of grad
-  of the loss, ...) compose with it. On XLA:CPU inside ``lax.scan`` the hand-written conv
-  backward stays on the fast canonical-layout path where autodiff's does not.
+  of the loss, ...) compose with it.
+- ``mode="auto"``: on the CPU backend, custom_vjp with the XLA:CPU-tuned backward kernels
+  (``with_own_vjp(model, cpu_kernels=True)``, fnn/layers/_fast_cpu.py): inside ``lax.scan`` the
+  textbook conv weight gradient (and autodiff's, the same conv) runs on a slow generic path on
+  XLA:CPU, the tuned one does not. On any other backend, autodiff. Resolved when
+  ``value_and_grad`` is called, from ``jax.default_backend()``.
+
+"manual" and "custom_vjp" always run the layers' textbook ``backward``; only "auto" on CPU
+sees the tuned kernels (tested equal to the textbook ones, tests/layers/test_fast_cpu.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
 from fnn.core import Layer, Loss, layer_bwd, layer_fwd
+from fnn.layers import _fast_cpu
 
 MODES = ("manual", "autodiff", "custom_vjp")
+GRAD_MODES = ("auto",) + MODES
+"""What ``value_and_grad`` accepts: "auto" resolves to one of MODES (plus the CPU kernels on CPU)."""
 
 
-def with_own_vjp(layer: Layer) -> Layer:
+def with_own_vjp(layer: Layer, *, cpu_kernels: bool = False) -> Layer:
     """The same layer, whose ``apply`` is a ``jax.custom_vjp`` using the layer's own backward.
 
     ``jax.grad`` through the returned layer's ``apply`` runs ``layer_fwd`` once and then
-    ``layer_bwd``: the hand-derived gradient, inside any JAX program.
+    ``layer_bwd``: the hand-derived gradient, inside any JAX program. ``cpu_kernels=True``
+    traces that backward with the XLA:CPU-tuned kernels of fnn/layers/_fast_cpu.py (the same
+    gradient up to rounding; what ``mode="auto"`` uses on CPU). The choice is fixed here, per
+    returned layer, so no compiled program mixes the two.
     """
+    kernels = _fast_cpu.enabled if cpu_kernels else contextlib.nullcontext
     runners = {}
 
     def _runner(train: bool):
@@ -46,7 +61,8 @@ def with_own_vjp(layer: Layer) -> Layer:
         def run_bwd(res, cotangent):
             params, state, saved, key = res
             dy, _ = cotangent  # state is not differentiated
-            dparams, dx = layer_bwd(layer, params, state, saved, dy, key=key, train=train)
+            with kernels():
+                dparams, dx = layer_bwd(layer, params, state, saved, dy, key=key, train=train)
             return dparams, None, dx, None
 
         run.defvjp(run_fwd, run_bwd)
@@ -65,14 +81,17 @@ def value_and_grad(model: Layer, loss: Loss, mode: str = "manual", *, penalty: L
     Args:
       model: a Layer (usually ``serial``) mapping x (N, ...) to predictions.
       loss: a Loss of (predictions, y).
-      mode: "manual", "autodiff" or "custom_vjp" (see the module docstring).
+      mode: "manual", "autodiff", "custom_vjp" or "auto" (see the module docstring).
       penalty: an optional regularizer (``losses.l1``/``l2``) added to the objective:
         its ``value(params, None)`` and ``backward(params, None)``.
     Returns:
       f, jit-compatible; grads has the structure of params in every mode.
     """
-    if mode not in MODES:
-        raise ValueError(f"value_and_grad: mode must be one of {list(MODES)}, got {mode!r}")
+    if mode not in GRAD_MODES:
+        raise ValueError(f"value_and_grad: mode must be one of {list(GRAD_MODES)}, got {mode!r}")
+    cpu_kernels = mode == "auto" and jax.default_backend() == "cpu"
+    if mode == "auto":
+        mode = "custom_vjp" if cpu_kernels else "autodiff"
 
     if mode == "manual":
         def f(params, state, x, y, *, key=None, train=True):
@@ -85,7 +104,7 @@ def value_and_grad(model: Layer, loss: Loss, mode: str = "manual", *, penalty: L
             return (value, new_state), grads
         return f
 
-    net = model if mode == "autodiff" else with_own_vjp(model)
+    net = model if mode == "autodiff" else with_own_vjp(model, cpu_kernels=cpu_kernels)
 
     def f(params, state, x, y, *, key=None, train=True):
         def objective(p):
