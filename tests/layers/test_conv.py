@@ -265,3 +265,11 @@ def test_channel_and_rank_mismatch_messages():
 def test_bad_hyperparameters(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+def test_strides_keyword_is_deprecated_but_works():
+    with pytest.warns(DeprecationWarning, match=r"Conv2D: strides= is deprecated, use stride="):
+        old = Conv2D(3, 2, strides=(2, 1), padding="SAME")
+    assert old.name == Conv2D(3, 2, stride=(2, 1), padding="SAME").name == "Conv2D(3, 2x2, stride=(2, 1), SAME)"
+    with pytest.warns(DeprecationWarning, match="use stride="):
+        assert Conv(3, (2,), strides=2).name == Conv1D(3, 2, stride=2).name

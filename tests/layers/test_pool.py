@@ -227,3 +227,11 @@ def test_bad_x():
         MaxPool2D(2).apply({}, {}, jnp.ones((1, 1, 4, 1)))
     with pytest.raises(ValueError, match="GlobalAvgPool: expected x of shape"):
         GlobalAvgPool().apply({}, {}, jnp.ones((2, 3)))
+
+
+@pytest.mark.parametrize("make", [MaxPool2D, MinPool2D, AvgPool2D, lambda w, **kw: MaxPool((w, w), **kw),
+                                  lambda w, **kw: AvgPool((w, w), **kw)])
+def test_strides_keyword_is_deprecated_but_works(make):
+    with pytest.warns(DeprecationWarning, match=r"Pool(2D)?: strides= is deprecated, use stride="):
+        old = make(2, strides=1)
+    assert old.name == make(2, stride=1).name and "stride=(1, 1)" in old.name
