@@ -7,14 +7,20 @@
   backward, so it is the independent reference the manual mode is checked against.
 - ``grad_mode="custom_vjp"``: autodiff, with the model's own backward serving as its VJP rule
   (``with_own_vjp``). Same numbers as manual, and JAX transformations (jit, vmap, grad of grad
-  of the loss, ...) compose with it. On XLA:CPU inside ``lax.scan`` the hand-written conv
-  backward stays on the fast canonical-layout path where autodiff's does not.
-- ``grad_mode="auto"`` (the default everywhere): "custom_vjp" on XLA:CPU, "autodiff" elsewhere
-  (``resolve_grad_mode``).
+  of the loss, ...) compose with it.
+- ``grad_mode="auto"`` (the default everywhere): on the CPU backend, custom_vjp with the XLA:CPU-tuned backward kernels
+  (``with_own_vjp(model, cpu_kernels=True)``, fnn/layers/_fast_cpu.py): inside ``lax.scan`` the
+  textbook conv weight gradient (and autodiff's, the same conv) runs on a slow generic path on
+  XLA:CPU, the tuned one does not. On any other backend, autodiff. Resolved when
+  ``value_and_grad`` is called, from ``jax.default_backend()``.
+
+"manual" and "custom_vjp" always run the layers' textbook ``backward``; only "auto" on CPU
+sees the tuned kernels (tested equal to the textbook ones, tests/layers/test_fast_cpu.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import jax
@@ -22,13 +28,19 @@ import jax.numpy as jnp
 
 from fnn._deprecation import warn_deprecated
 from fnn.core import Layer, Loss, check_choice, layer_bwd, layer_fwd
+from fnn.layers import _fast_cpu
 
 MODES = ("manual", "autodiff", "custom_vjp")
 GRAD_MODES = ("auto",) + MODES
+"""What ``value_and_grad`` accepts: "auto" resolves to one of MODES (plus the CPU kernels on CPU)."""
 
 
 def resolve_grad_mode(grad_mode: str, *, name: str = "resolve_grad_mode") -> str:
     """"auto" -> "custom_vjp" on XLA:CPU, "autodiff" elsewhere; other modes pass through.
+
+    On XLA:CPU "auto" is custom_vjp traced with the XLA:CPU-tuned kernels
+    (fnn/layers/_fast_cpu.py), which only ``value_and_grad(..., grad_mode="auto")`` selects:
+    pass "auto" itself on to keep them, since the resolved name means the textbook backward.
 
     Why: inside ``lax.scan`` on XLA:CPU, autodiff's convolution weight gradient runs on a slow
     path (about 80x slower for one conv), while the layers' own backward, used as the VJP
@@ -47,12 +59,16 @@ def resolve_grad_mode(grad_mode: str, *, name: str = "resolve_grad_mode") -> str
     return "custom_vjp" if jax.default_backend() == "cpu" else "autodiff"
 
 
-def with_own_vjp(layer: Layer) -> Layer:
+def with_own_vjp(layer: Layer, *, cpu_kernels: bool = False) -> Layer:
     """The same layer, whose ``apply`` is a ``jax.custom_vjp`` using the layer's own backward.
 
     ``jax.grad`` through the returned layer's ``apply`` runs ``layer_fwd`` once and then
-    ``layer_bwd``: the hand-derived gradient, inside any JAX program.
+    ``layer_bwd``: the hand-derived gradient, inside any JAX program. ``cpu_kernels=True``
+    traces that backward with the XLA:CPU-tuned kernels of fnn/layers/_fast_cpu.py (the same
+    gradient up to rounding; what ``mode="auto"`` uses on CPU). The choice is fixed here, per
+    returned layer, so no compiled program mixes the two.
     """
+    kernels = _fast_cpu.enabled if cpu_kernels else contextlib.nullcontext
     runners = {}
 
     def _runner(train: bool):
@@ -70,7 +86,8 @@ def with_own_vjp(layer: Layer) -> Layer:
         def run_bwd(res, cotangent):
             params, state, saved, key = res
             dy, _ = cotangent  # state is not differentiated
-            dparams, dx = layer_bwd(layer, params, state, saved, dy, key=key, train=train)
+            with kernels():
+                dparams, dx = layer_bwd(layer, params, state, saved, dy, key=key, train=train)
             return dparams, None, dx, None
 
         run.defvjp(run_fwd, run_bwd)
@@ -106,6 +123,7 @@ def value_and_grad(model: Layer, loss: Loss, mode: str | None = None, *, grad_mo
             raise ValueError(f"value_and_grad: pass grad_mode={grad_mode!r} or the deprecated mode={mode!r}, "
                              f"not both")
         grad_mode = mode
+    cpu_kernels = grad_mode == "auto" and jax.default_backend() == "cpu"
     mode = resolve_grad_mode(grad_mode, name="value_and_grad")
 
     if mode == "manual":
@@ -119,7 +137,7 @@ def value_and_grad(model: Layer, loss: Loss, mode: str | None = None, *, grad_mo
             return (value, new_state), grads
         return f
 
-    net = model if mode == "autodiff" else with_own_vjp(model)
+    net = model if mode == "autodiff" else with_own_vjp(model, cpu_kernels=cpu_kernels)
 
     def f(params, state, x, y, *, key=None, train=True):
         def objective(p):

@@ -29,8 +29,17 @@ class Layer(NamedTuple):
     bwd(params, state, saved, dy, *, key=None, train=False) -> (dparams, dx)
 
     ``saved`` is whatever the layer needs for its backward (for a leaf layer: ``x``).
+
+    Two more optional fields describe the structure, as data that tools read (never closures
+    or names), and that every wrapper passes on (``_replace`` does):
+
+    children: the sub-layers of a composite (``serial``: its layers in order; ``Residual``:
+      the block, then the shortcut when one was given; ``Shared``: the shared model); () for a leaf.
+    kind: what the layer computes, e.g. "dense", "conv", "max_pool", "relu", "serial" (each
+      constructor's docstring or ``Layer(..., kind=...)`` call names it); None when unknown.
+
     A layer built with four fields works everywhere: ``layer_fwd``/``layer_bwd`` fall
-    back to ``apply`` and ``backward``.
+    back to ``apply`` and ``backward``, and tools treat it as a leaf of unknown kind.
     """
 
     name: str
@@ -39,6 +48,8 @@ class Layer(NamedTuple):
     backward: Callable
     fwd: Callable | None = None
     bwd: Callable | None = None
+    children: tuple = ()
+    kind: str | None = None
 
 
 def layer_fwd(layer: Layer, params, state, x, *, key=None, train=False):

@@ -42,6 +42,7 @@ import numpy as np
 
 from fnn.backprop import resolve_grad_mode, value_and_grad
 from fnn.core import Layer, Loss, Optimizer, check_positive_int, layer_fwd
+from fnn.layers.combinators import run_serial
 from fnn.train import ACTIVATION_FIELDS, init_train_state, train_step
 from fnn.train.probe import SIGMOID_SATURATION, TANH_SATURATION, activation_probe
 
@@ -157,31 +158,10 @@ class Verdict(NamedTuple):
 
 
 def sublayers(model: Layer) -> tuple[Layer, ...] | None:
-    """The layers of a ``serial`` (also wrapped by ``fnn.models`` or ``with_own_vjp``), or None.
-
-    ``serial`` keeps its layers in the closure of its ``init``; a wrapper keeps the wrapped
-    layer there. This reads them back (two levels of wrapping at most) and returns None when
-    there is no such tuple, so callers fall back to treating the model as one layer.
-    """
-    def cells(layer):
-        for cell in getattr(layer.init, "__closure__", None) or ():
-            try:
-                yield cell.cell_contents
-            except ValueError:  # an empty cell
-                continue
-
-    layer = model
-    for _ in range(3):
-        inner = None
-        for value in cells(layer):
-            if isinstance(value, tuple) and value and all(isinstance(v, Layer) for v in value):
-                return value
-            if isinstance(value, Layer) and inner is None:
-                inner = value
-        if inner is None:
-            return None
-        layer = inner
-    return None
+    """The layers of a ``serial`` (also wrapped by ``fnn.models``, ``with_own_vjp`` or
+    ``apply_policy``, which keep its ``children`` and ``kind``), or None for any other layer,
+    so callers fall back to treating the model as one layer."""
+    return tuple(model.children) if model.kind == "serial" and model.children else None
 
 
 def _layers_of(model: Layer, params) -> tuple[Layer, ...] | None:
@@ -191,9 +171,13 @@ def _layers_of(model: Layer, params) -> tuple[Layer, ...] | None:
     return None
 
 
-def _kind_from_name(name: str) -> str | None:
-    base = name.split("(")[0]
-    return {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh"}.get(base)
+_STAT_KINDS = ("relu", "sigmoid", "tanh")
+"""Layer kinds with a statistic of their own: dead units (relu), saturation (sigmoid, tanh)."""
+
+
+def _stat_kind(layer: Layer) -> str | None:
+    """The layer's kind when the report has a statistic for it, else None."""
+    return layer.kind if layer.kind in _STAT_KINDS else None
 
 
 # ----------------------------------------------------------------------------------------
@@ -270,13 +254,8 @@ def _stats_fn(model: Layer, loss: Loss, optimizer: Optimizer | None, grad_mode: 
         if layers is None:
             y, _, _ = layer_fwd(model, params, state, x, key=key, train=train)
             return [(x, y)]
-        keys = (None,) * len(layers) if key is None else tuple(jax.random.split(key, len(layers)))
-        pairs = []
-        for layer, p, s, k in zip(layers, params, state, keys, strict=True):
-            y, _ = layer.apply(p, s, x, key=k, train=train)
-            pairs.append((x, y))
-            x = y
-        return pairs
+        ys = [y for y, _, _ in run_serial(layers, params, state, x, key=key, train=train)]
+        return list(zip([x, *ys[:-1]], ys, strict=True))
 
     def run(params, state, opt_state, x, y, key):
         if grad_mode == "autodiff":
@@ -343,7 +322,7 @@ def layer_report(model: Layer, loss: Loss, params, state, x, y, *, optimizer: Op
         opt_state = optimizer.init(params)
     need_input = frozenset() if layers is None else frozenset(
         i for i, (layer, p) in enumerate(zip(layers, params, strict=True))
-        if _kind_from_name(layer.name) is None and not jax.tree.leaves(p))
+        if _stat_kind(layer) is None and not jax.tree.leaves(p))
     raw = _stats_fn(model, loss, optimizer, grad_mode, bool(train), layers, need_input)(
         params, state, opt_state, jnp.asarray(x), jnp.asarray(y), key)
     raw = jax.device_get(raw)
@@ -362,7 +341,7 @@ def layer_report(model: Layer, loss: Loss, params, state, x, y, *, optimizer: Op
         st = _output_stats(layer_out)
         name = layers[i].name if layers is not None else model.name
         num = int(sum(np.size(a) for a in jax.tree.leaves(per_layer[i])))
-        kind = _kind_from_name(name) if layers is not None else None
+        kind = _stat_kind(layers[i]) if layers is not None else None
         if kind is None and num == 0 and layers is not None:
             kind = _kind_from_output(layer_in, layer_out)
         if kind is None:
@@ -616,7 +595,7 @@ def overfit_one_batch(model: Layer, loss: Loss, optimizer: Optimizer, x, y, *, k
       An ``OverfitResult`` (truthy when it passed) with the per-step loss curve.
     """
     steps = check_positive_int("overfit_one_batch", "steps", steps)
-    grad_mode = resolve_grad_mode(grad_mode, name="overfit_one_batch")
+    resolve_grad_mode(grad_mode, name="overfit_one_batch")  # "auto" goes on: train_step keeps its CPU kernels
     x, y = jnp.asarray(x), jnp.asarray(y)
     ts = init_train_state(model, optimizer, x.shape[1:], key=key)
     losses_, norms, final = jax.device_get(_overfit_fn(model, loss, optimizer, grad_mode, steps)(ts, x, y))

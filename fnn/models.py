@@ -21,7 +21,8 @@ from fnn.layers.reshape import Flatten
 
 
 def _for_input(name: str, net: Layer, input_shape) -> Layer:
-    """`net` renamed, with init refusing any input shape but `input_shape` and apply checking x."""
+    """`net` renamed (children and kind kept), with init refusing any input shape but `input_shape`
+    and apply checking x."""
     expected = check_shape(name, "input_shape", input_shape)
 
     def _check(x):
@@ -41,7 +42,7 @@ def _for_input(name: str, net: Layer, input_shape) -> Layer:
         _check(x)
         return net.fwd(params, state, x, key=key, train=train)
 
-    return Layer(name, init, apply, net.backward, fwd, net.bwd)
+    return Layer(name, init, apply, net.backward, fwd, net.bwd, net.children, net.kind)
 
 
 def _make(activation) -> Layer:
@@ -49,8 +50,8 @@ def _make(activation) -> Layer:
     return activation if isinstance(activation, Layer) else activation()
 
 
-def _conv(nd, c, k=3, *, padding="SAME", strides=1, use_bias=True):
-    return Conv(c, (k,) * nd, strides=strides, padding=padding, use_bias=use_bias)
+def _conv(nd, c, k=3, *, padding="SAME", stride=1, use_bias=True):
+    return Conv(c, (k,) * nd, stride=stride, padding=padding, use_bias=use_bias)
 
 
 def _nd(name, input_shape):
@@ -123,7 +124,7 @@ def alexnet(num_classes: int = 10, input_shape=(28, 28, 1), dropout: float = 0.5
     """
     nd = _nd("alexnet", input_shape)
     drop = check_range("alexnet", "dropout", dropout, 0.0, 1.0)
-    pool = lambda: MaxPool((3,) * nd, strides=(2,) * nd)
+    pool = lambda: MaxPool((3,) * nd, stride=(2,) * nd)
     dp = lambda: [Dropout(drop)] if drop else []
     layers = [_conv(nd, 32), Relu(), pool(), _conv(nd, 64), Relu(), pool(),
               _conv(nd, 96), Relu(), _conv(nd, 96), Relu(), _conv(nd, 64), Relu(), pool(), Flatten(),
@@ -161,9 +162,9 @@ def resnet(num_classes: int = 10, input_shape=(28, 28, 1), stages: Sequence[int]
     for i, c in enumerate(stages):
         for j in range(blocks_per_stage):
             s = 2 if i > 0 and j == 0 else 1
-            block = serial(_conv(nd, c, strides=s, use_bias=False), BatchNorm(), Relu(),
+            block = serial(_conv(nd, c, stride=s, use_bias=False), BatchNorm(), Relu(),
                            _conv(nd, c, use_bias=False), BatchNorm())
-            shortcut = serial(_conv(nd, c, 1, strides=s, use_bias=False), BatchNorm()) if s > 1 else None
+            shortcut = serial(_conv(nd, c, 1, stride=s, use_bias=False), BatchNorm()) if s > 1 else None
             layers += [Residual(block, shortcut), Relu()]
     layers += [GlobalAvgPool(), Dense(num_classes)]
     return _for_input("resnet", serial(*layers), input_shape)

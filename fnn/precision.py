@@ -120,6 +120,8 @@ def apply_policy(model: Layer, policy: Policy | Any) -> Layer:
     - ``backward``/``bwd``: dy cast to ``compute_dtype``, the model's backward on the cast
       copies, dparams cast to each parameter's dtype and dx to x's dtype.
 
+    ``children`` and ``kind`` are the model's (its structure is unchanged).
+
     Cached: the same (model, policy) gives the same Layer, so ``fit`` reuses compiled programs.
     """
     if not isinstance(model, Layer):
@@ -154,4 +156,4 @@ def apply_policy(model: Layer, policy: Policy | Any) -> Layer:
         _, _, saved = fwd(params, state, x, key=key, train=train)
         return bwd(params, state, saved, dy, key=key, train=train)
 
-    return Layer(model.name, init, apply, backward, fwd, bwd)
+    return Layer(model.name, init, apply, backward, fwd, bwd, model.children, model.kind)

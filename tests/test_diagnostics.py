@@ -346,3 +346,28 @@ def test_layer_report_default_grad_mode_is_auto(batch):
                lambda: diagnostics.recorder(RELU_NET, CE, x, y, grad_mode="numeric")):
         with pytest.raises(ValueError, match=r"grad_mode must be one of \['auto', 'manual', 'autodiff'"):
             fn()
+
+
+def test_layers_are_read_from_children_not_closures(batch):
+    """A serial-like model whose closure holds no tuple of layers (the variable inside serial
+    renamed, or the layers held elsewhere) is still reported layer by layer: diagnostics read
+    ``children`` and ``kind``."""
+    inner = serial(Dense(16), Relu(), Dense(C))
+    holder = {"layers": inner}  # nothing in the new closures is a tuple of Layers
+
+    def init(key, shape):
+        return holder["layers"].init(key, shape)
+
+    def apply(params, state, x, *, key=None, train=False):
+        return holder["layers"].apply(params, state, x, key=key, train=train)
+
+    model = Layer("renamed", init, apply, inner.backward, inner.fwd, inner.bwd, inner.children, inner.kind)
+    assert diagnostics.sublayers(model) == inner.children
+    rep, _ = report_of(model, batch)
+    assert [s.name for s in rep.layers] == ["Dense(16)", "Relu", f"Dense({C})"]
+    assert rep.layers[1].kind == "relu" and rep.layers[1].dead_fraction is not None
+    names, _ = diagnostics.activation_probe(model)
+    assert names == ["[0] Dense(16)", "[1] Relu", f"[2] Dense({C})"]
+    # A four-field layer is a leaf of unknown kind: one entry, no structure guessed.
+    plain = Layer("plain", inner.init, inner.apply, inner.backward)
+    assert diagnostics.sublayers(plain) is None and diagnostics.activation_probe(plain)[0] == ["plain"]

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 from fnn.core import Layer, check_float, check_range, check_shape
 
 
-def _elementwise(name: str, f, df) -> Layer:
-    """A parameter-free layer y = f(x) with backward dx = dy · f'(x)."""
+def _elementwise(name: str, kind: str, f, df) -> Layer:
+    """A parameter-free layer y = f(x) with backward dx = dy · f'(x); `kind` names f (e.g. "relu")."""
 
     def init(key, input_shape):
         return check_shape(name, "input_shape", input_shape), {}, {}
@@ -25,19 +25,19 @@ def _elementwise(name: str, f, df) -> Layer:
     def backward(params, state, x, dy, *, key=None, train=False):
         return {}, dy * df(x)
 
-    return Layer(name, init, apply, backward)
+    return Layer(name, init, apply, backward, kind=kind)
 
 
 def Relu() -> Layer:
     """max(x, 0). The derivative at 0 is taken as 0, as jax.nn.relu does."""
-    return _elementwise("Relu", lambda x: jnp.where(x > 0, x, 0),
+    return _elementwise("Relu", "relu", lambda x: jnp.where(x > 0, x, 0),
                         lambda x: (x > 0).astype(x.dtype))
 
 
 def LeakyRelu(negative_slope: float = 0.01) -> Layer:
     """x for x > 0, negative_slope·x otherwise; derivative 1 or negative_slope."""
     a = check_range("LeakyRelu", "negative_slope", negative_slope, 0.0, 1.0)
-    return _elementwise(f"LeakyRelu({a})", lambda x: jnp.where(x > 0, x, a * x),
+    return _elementwise(f"LeakyRelu({a})", "leaky_relu", lambda x: jnp.where(x > 0, x, a * x),
                         lambda x: jnp.where(x > 0, 1.0, a).astype(x.dtype))
 
 
@@ -47,7 +47,7 @@ def Elu(alpha: float = 1.0) -> Layer:
     # expm1 of where(x > 0, 0, x) avoids overflow in the branch that where() discards. Not of
     # minimum(x, 0): autodiff splits minimum's gradient at the tie x = 0 and would give α/2 there.
     neg = lambda x: jnp.where(x > 0, 0, x)
-    return _elementwise(f"Elu({a})", lambda x: jnp.where(x > 0, x, a * jnp.expm1(neg(x))),
+    return _elementwise(f"Elu({a})", "elu", lambda x: jnp.where(x > 0, x, a * jnp.expm1(neg(x))),
                         lambda x: jnp.where(x > 0, 1.0, a * jnp.exp(neg(x))).astype(x.dtype))
 
 
@@ -80,8 +80,8 @@ def Gelu(approximate: bool = False) -> Layer:
     Note the default is the exact form (PyTorch's default); jax.nn.gelu defaults to approximate.
     """
     if approximate:
-        return _elementwise("Gelu(approximate=True)", _gelu_tanh, _gelu_tanh_grad)
-    return _elementwise("Gelu", _gelu_exact, _gelu_exact_grad)
+        return _elementwise("Gelu(approximate=True)", "gelu", _gelu_tanh, _gelu_tanh_grad)
+    return _elementwise("Gelu", "gelu", _gelu_exact, _gelu_exact_grad)
 
 
 def Sigmoid() -> Layer:
@@ -91,12 +91,12 @@ def Sigmoid() -> Layer:
         s = jax.nn.sigmoid(x)
         return s * (1 - s)
 
-    return _elementwise("Sigmoid", jax.nn.sigmoid, dsigmoid)
+    return _elementwise("Sigmoid", "sigmoid", jax.nn.sigmoid, dsigmoid)
 
 
 def Tanh() -> Layer:
     """tanh(x); derivative 1 − tanh²."""
-    return _elementwise("Tanh", jnp.tanh, lambda x: 1 - jnp.tanh(x) ** 2)
+    return _elementwise("Tanh", "tanh", jnp.tanh, lambda x: 1 - jnp.tanh(x) ** 2)
 
 
 def Softmax() -> Layer:
@@ -116,7 +116,7 @@ def Softmax() -> Layer:
         y = jax.nn.softmax(x, axis=-1)
         return {}, y * (dy - (dy * y).sum(-1, keepdims=True))
 
-    return Layer(name, init, apply, backward)
+    return Layer(name, init, apply, backward, kind="softmax")
 
 
 def LogSoftmax() -> Layer:
@@ -135,4 +135,4 @@ def LogSoftmax() -> Layer:
         """∂yᵢ/∂xⱼ = δᵢⱼ − softmax(x)ⱼ, so dx = dy − softmax(x)·Σ dy."""
         return {}, dy - jax.nn.softmax(x, axis=-1) * dy.sum(-1, keepdims=True)
 
-    return Layer(name, init, apply, backward)
+    return Layer(name, init, apply, backward, kind="log_softmax")

@@ -34,13 +34,32 @@ def _again(key):
     return None if key is None else jax.random.clone(key)
 
 
+def run_serial(layers, params, state, x, *, key=None, train=False, tape=False):
+    """Run `layers` in sequence exactly as ``serial``'s apply and fwd do, yielding per layer
+    ``(y, new_state, saved)``: its output, its new state, and (``tape=True``: ``layer_fwd``)
+    what its backward needs, else None (``layer.apply``).
+
+    The one place the per-layer keys are made: ``key`` split into one subkey per layer (None
+    stays None). Tools that need each layer's output (fnn.diagnostics) iterate this rather
+    than re-deriving the split. Errors are prefixed with the layer's position, ``serial[i]``.
+    """
+    x_i = x
+    for i, (layer, p, s, k) in enumerate(zip(layers, params, state, _split(key, len(layers)))):
+        with _at(f"serial[{i}]"):
+            if tape:
+                x_i, s_new, saved = layer_fwd(layer, p, s, x_i, key=k, train=train)
+            else:
+                (x_i, s_new), saved = layer.apply(p, s, x_i, key=k, train=train), None
+        yield x_i, s_new, saved
+
+
 def serial(*layers: Layer) -> Layer:
     """Compose layers in sequence: y = fₙ(…f₂(f₁(x))).
 
     params and state are tuples with one entry per layer. ``key`` is split into one subkey
-    per layer, the same way in ``apply`` and ``backward``, so stochastic layers see the same
-    randomness in both. Errors from an inner layer are prefixed with its position:
-    ``serial[2] Conv2D(...): expected x of shape ...``.
+    per layer, the same way in ``apply`` and ``backward`` (``run_serial``), so stochastic layers
+    see the same randomness in both. Errors from an inner layer are prefixed with its position:
+    ``serial[2] Conv2D(...): expected x of shape ...``. ``children`` holds the layers; kind "serial".
     """
     if not layers:
         raise ValueError("serial: needs at least one layer")
@@ -62,13 +81,8 @@ def serial(*layers: Layer) -> Layer:
         return shape, tuple(params), tuple(state)
 
     def fwd(params, state, x, *, key=None, train=False):
-        saved, new_state = [], []
-        for i, (layer, p, s, k) in enumerate(zip(layers, params, state, _split(key, n))):
-            with _at(f"serial[{i}]"):
-                x, s_new, sv = layer_fwd(layer, p, s, x, key=k, train=train)
-            saved.append(sv)
-            new_state.append(s_new)
-        return x, tuple(new_state), tuple(saved)
+        steps = list(run_serial(layers, params, state, x, key=key, train=train, tape=True))
+        return steps[-1][0], tuple(s for _, s, _ in steps), tuple(sv for _, _, sv in steps)
 
     def bwd(params, state, saved, dy, *, key=None, train=False):
         """Chain rule in reverse: dx of layer i is dy of layer i-1."""
@@ -81,11 +95,9 @@ def serial(*layers: Layer) -> Layer:
     def apply(params, state, x, *, key=None, train=False):
         _check_tuple(params, state)
         new_state = []
-        for i, (layer, p, s, k) in enumerate(zip(layers, params, state, _split(key, n))):
-            with _at(f"serial[{i}]"):
-                x, s_new = layer.apply(p, s, x, key=k, train=train)
-            new_state.append(s_new)
-        return x, tuple(new_state)
+        for step in run_serial(layers, params, state, x, key=key, train=train):
+            new_state.append(step[1])
+        return step[0], tuple(new_state)
 
     def backward(params, state, x, dy, *, key=None, train=False):
         _check_tuple(params, state)
@@ -100,7 +112,7 @@ def serial(*layers: Layer) -> Layer:
                 raise ValueError(f"serial: expected {what} as a tuple of {n} entries (one per layer), "
                                  f"got {got}: were these made by this model's init?")
 
-    return Layer(name, init, apply, backward, fwd, bwd)
+    return Layer(name, init, apply, backward, fwd, bwd, children=tuple(layers), kind="serial")
 
 
 def _auto_projection(input_shape, output_shape) -> Layer:
@@ -111,15 +123,15 @@ def _auto_projection(input_shape, output_shape) -> Layer:
     if len(input_shape) == len(output_shape) and len(input_shape) >= 2:
         from fnn.layers.conv import Conv
         spatial_in, spatial_out = input_shape[:-1], output_shape[:-1]
-        strides = []
+        stride = []
         for i, o in zip(spatial_in, spatial_out):
             s = -(-i // o)
             if -(-i // s) != o:
                 raise ValueError(f"Residual: cannot project {input_shape} to {output_shape} with a strided "
                                  f"1x1 convolution; pass shortcut= explicitly")
-            strides.append(s)
+            stride.append(s)
         nd = len(spatial_in)
-        return Conv(output_shape[-1], (1,) * nd, strides=tuple(strides), padding="SAME", use_bias=False)
+        return Conv(output_shape[-1], (1,) * nd, stride=tuple(stride), padding="SAME", use_bias=False)
     raise ValueError(f"Residual: cannot project {input_shape} to {output_shape}; pass shortcut= explicitly")
 
 
@@ -129,6 +141,7 @@ def Residual(block: Layer, shortcut: Layer | None = None) -> Layer:
     When the block changes the shape and no shortcut is given, a linear projection is made
     (Dense for vectors, a strided 1x1 Conv without bias for images, as in ResNet option B).
     params = {"block": ..., "shortcut": ...} (shortcut params are {} for the identity).
+    children: (block,), or (block, shortcut) when a shortcut is given; kind "residual".
     """
     name = f"Residual({block.name})"
     # An automatic projection is a pure function of (input shape, block output shape), both
@@ -144,6 +157,8 @@ def Residual(block: Layer, shortcut: Layer | None = None) -> Layer:
         if k not in cache:
             cache[k] = _auto_projection(*k)
         return cache[k]
+
+    children = (block,) if shortcut is None else (block, shortcut)
 
     def init(key, input_shape):
         input_shape = check_shape(name, "input_shape", input_shape)
@@ -200,7 +215,7 @@ def Residual(block: Layer, shortcut: Layer | None = None) -> Layer:
         _, _, saved = fwd(params, state, x, key=key, train=train)
         return bwd(params, state, saved, dy, key=key, train=train)
 
-    return Layer(name, init, apply, backward, fwd, bwd)
+    return Layer(name, init, apply, backward, fwd, bwd, children=children, kind="residual")
 
 
 def Shared(model: Layer) -> Layer:
@@ -209,7 +224,7 @@ def Shared(model: Layer) -> Layer:
     x: a tuple of arrays, e.g. (x_anchor, x_pos, x_neg), each (N, *input_shape)
     -> y: the tuple of outputs. State (e.g. BatchNorm statistics) is threaded through the
     branches in order; each branch gets its own subkey. dparams is the sum over branches.
-    ``init`` takes the shape of ONE input.
+    ``init`` takes the shape of ONE input. children: (model,); kind "shared".
     """
     name = f"Shared({model.name})"
 
@@ -247,4 +262,4 @@ def Shared(model: Layer) -> Layer:
         _, _, saved = fwd(params, state, x, key=key, train=train)
         return bwd(params, state, saved, dy, key=key, train=train)
 
-    return Layer(name, init, apply, backward, fwd, bwd)
+    return Layer(name, init, apply, backward, fwd, bwd, children=(model,), kind="shared")

@@ -32,7 +32,7 @@ def Dense(out_dim: int, w_init=glorot_uniform, b_init=zeros) -> Layer:
         dparams = {"w": (x.T @ dy).astype(params["w"].dtype), "b": dy.sum(0).astype(params["b"].dtype)}
         return dparams, dy @ w.T
 
-    return Layer(name, init, apply, backward)
+    return Layer(name, init, apply, backward, kind="dense")
 
 
 def Maxout(out_dim: int, pieces: int, w_init=glorot_uniform) -> Layer:
@@ -70,4 +70,4 @@ def Maxout(out_dim: int, pieces: int, w_init=glorot_uniform) -> Layer:
                    "b": dz.sum(0).astype(params["b"].dtype)}
         return dparams, jnp.einsum("nmk,dmk->nd", dz, w)
 
-    return Layer(name, init, apply, backward)
+    return Layer(name, init, apply, backward, kind="maxout")

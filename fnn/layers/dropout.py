@@ -41,4 +41,4 @@ def Dropout(drop_rate: float) -> Layer:
         # The forward's key again, to redraw the same mask; clone marks the reuse as intended.
         return {}, dy * _scale(dy, jax.random.clone(key))
 
-    return Layer(name, init, apply, backward)
+    return Layer(name, init, apply, backward, kind="dropout")

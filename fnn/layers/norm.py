@@ -123,4 +123,4 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis: int = -1,
             dx = g * dy
         return dparams, dx.astype(x.dtype)
 
-    return Layer(name, init, apply, backward)
+    return Layer(name, init, apply, backward, kind="batch_norm")

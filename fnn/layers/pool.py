@@ -1,88 +1,100 @@
 """Pooling, N-d and channels-last: MaxPool, MinPool, AvgPool over a window, and GlobalAvgPool.
 
-x (N, *spatial, C) -> y (N, *out, C), each channel pooled separately. Windows, strides and
+x (N, *spatial, C) -> y (N, *out, C), each channel pooled separately. Windows, stride and
 padding follow Conv's conventions (fnn.layers.conv): o = ⌊(i + p − window)/stride⌋ + 1, with
 padding "VALID", "SAME", an int or (low, high) pairs. Padded cells never win a max or a min.
+
+The three windowed pools are one helper, ``_pool``, given a ``PoolRule``: how a window is
+reduced, what padding holds, and how a window's dy goes back to its cells.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from typing import Callable, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 from fnn.core import Layer, check_float, check_shape, fmt_shape
-from fnn.layers.conv import _ints, _out_spatial, _padding_spec, _pads, _window_slice
+from fnn.layers import _fast_cpu
+from fnn.layers._geometry import RENAMED, ints, is_int, out_spatial, padding_spec, pads_for, stride_arg, window_slice
 
 
-def _window_starts(window):
-    """Every offset inside the window, in row-major order (the order in which ties are broken)."""
-    return list(itertools.product(*(range(w) for w in window)))
+class PoolRule(NamedTuple):
+    """What makes a pool a max, a min or an average.
+
+    reduce: the binary op ``lax.reduce_window`` folds each window with.
+    fill: the padding value, one that never changes the result (−inf for max, +inf for min, 0 for a sum).
+    route: ``route(windows, dy) -> grads``: ``windows`` is the list of x_pad slices, one (N, *O, C)
+      array per window offset in row-major order; ``grads`` the matching list of dy shares.
+    pick: for an extremum rule, ``jnp.argmax``/``jnp.argmin`` (the fast tiled path of
+      fnn/layers/_fast_cpu.py uses it); None otherwise.
+    divisor: for an average, ``divisor(window, stride, spatial, pads, dtype)`` -> what each sum is
+      divided by (y = sum / divisor, and dy is divided by it on the way back); None otherwise.
+    """
+
+    reduce: Callable
+    fill: float
+    route: Callable
+    pick: Callable | None = None
+    divisor: Callable | None = None
 
 
-def _tiled_extremum_grad(x, dy, window, out, kind):
-    """Max/min pool backward for windows that tile x (strides = window, no padding): a reshape
-    instead of the general scatter. Each (N, *O, C) window is flattened row-major, so the first
-    extremum is the same cell the general path (and select-and-scatter) picks; cells past the
-    last whole window (x's remainder) get 0. About 2x faster than the scatter on XLA:CPU for
-    simple_cnn's 2x2 pools."""
-    nd = len(window)
-    n, c = x.shape[0], x.shape[-1]
-    used = [o * k for o, k in zip(out, window, strict=True)]
-    xc = lax.slice(x, (0,) * x.ndim, (n, *used, c))
-    split = [d for o, k in zip(out, window, strict=True) for d in (o, k)]        # (N, O1, k1, O2, k2, ..., C)
-    to_end = (0, *range(1, 2 * nd, 2), 2 * nd + 1, *range(2, 2 * nd + 1, 2))     # (N, O1, O2, .., C, k1, k2, ..)
-    tiles = xc.reshape(n, *split, c).transpose(to_end).reshape(n, *out, c, -1)
-    pick = jnp.argmax if kind == "MaxPool" else jnp.argmin
-    cells = jnp.arange(tiles.shape[-1]).reshape((1,) * (tiles.ndim - 1) + (-1,))
-    onehot = cells == pick(tiles, axis=-1)[..., None]
-    g = jnp.where(onehot, dy[..., None], np.zeros((), x.dtype))
-    back = tuple(np.argsort(to_end))
-    dx = g.reshape(n, *out, c, *window).transpose(back).reshape(n, *used, c)
-    rest = [(0, i - u, 0) for i, u in zip(x.shape[1:-1], used, strict=True)]
-    return lax.pad(dx, np.zeros((), x.dtype), [(0, 0, 0), *rest, (0, 0, 0)])
+def _first_extremum(pick):
+    """dy goes to the first extremum of its window in row-major order (the cell autodiff's
+    select-and-scatter picks)."""
+    def route(windows, dy):
+        winner = pick(jnp.stack(windows), axis=0)
+        zero = np.zeros((), dy.dtype)
+        return [jnp.where(winner == i, dy, zero) for i in range(len(windows))]
+    return route
 
 
-def _pool(kind: str, window, strides, padding, count_include_pad: bool = True) -> Layer:
-    if not isinstance(window, (tuple, list)):
-        raise ValueError(f"{kind}: window must be a tuple with one size per spatial dim, e.g. (2, 2), got "
-                         f"{window!r} ({kind}1D/2D/3D accept an int)")
-    nd = len(window)
-    window = _ints(f"{kind}{nd}D", "window", window, nd)
-    strides = window if strides is None else _ints(f"{kind}{nd}D", "strides", strides, nd)
-    spec = _padding_spec(f"{kind}{nd}D", padding, nd)
-    if spec == "FULL":
-        raise ValueError(f"{kind}{nd}D: padding 'FULL' would make windows of padding only; "
-                         f"use 'SAME' or ints")
-    parts = ["x".join(map(str, window))] + ([f"strides={strides}"] if strides != window else []) \
-        + ([] if spec == "VALID" else [spec if isinstance(spec, str) else f"padding={spec}"]) \
-        + (["count_include_pad=False"] if kind == "AvgPool" and not count_include_pad else [])
-    name = f"{kind}{nd}D({', '.join(parts)})"
-    full = (1, *window, 1), (1, *strides, 1)
+def _spread(windows, dy):
+    """Every cell of the window gets dy (already divided by the window's count)."""
+    return [dy] * len(windows)
 
-    def _geometry(spatial):
-        pads = _pads(spec, spatial, window, strides)
-        return pads, _out_spatial(name, spatial, pads, window, strides, what="window")
 
-    def _check_x(x):
-        if np.ndim(x) != nd + 2:
-            raise ValueError(f"{name}: expected x of rank {nd + 2} (N, {nd} spatial dims, C), "
-                             f"got {fmt_shape(np.shape(x))}")
-        check_float(name, "x", x)
-
-    def _fill(dtype):
-        """Padding value that never wins: -inf for max, +inf for min, 0 for the average's sum."""
-        return np.asarray({"MaxPool": -np.inf, "MinPool": np.inf, "AvgPool": 0}[kind], dtype)
-
-    def _count(spatial, pads, dtype):
-        """Divisor of the average per output cell: the window size, or only its cells inside x."""
+def _cells_counted(count_include_pad: bool):
+    """Divisor of the average per output cell: the window size, or only its cells inside x."""
+    def divisor(window, stride, spatial, pads, dtype):
         if count_include_pad:
             return np.asarray(math.prod(window), dtype)
         ones = np.ones((1, *spatial, 1), dtype)
-        return lax.reduce_window(ones, np.zeros((), dtype), lax.add, *full, ((0, 0), *pads, (0, 0)))
+        return lax.reduce_window(ones, np.zeros((), dtype), lax.add, (1, *window, 1), (1, *stride, 1),
+                                 ((0, 0), *pads, (0, 0)))
+    return divisor
+
+
+MAX = PoolRule(lax.max, -np.inf, _first_extremum(jnp.argmax), pick=jnp.argmax)
+MIN = PoolRule(lax.min, np.inf, _first_extremum(jnp.argmin), pick=jnp.argmin)
+
+
+def _pool(base: str, kind: str, rule: PoolRule, window, stride, padding, extra_name=()) -> Layer:
+    """A windowed pool named ``{base}{nd}D(...)`` that reduces, pads and routes dy by `rule`."""
+    if not isinstance(window, (tuple, list)):
+        raise ValueError(f"{base}: window must be a tuple with one size per spatial dim, e.g. (2, 2), got "
+                         f"{window!r} ({base}1D/2D/3D accept an int)")
+    nd = len(window)
+    window = ints(f"{base}{nd}D", "window", window, nd)
+    stride = window if stride is None else ints(f"{base}{nd}D", "stride", stride, nd)
+    spec = padding_spec(f"{base}{nd}D", padding, nd)
+    if spec == "FULL":
+        raise ValueError(f"{base}{nd}D: padding 'FULL' would make windows of padding only; use 'SAME' or ints")
+    parts = ["x".join(map(str, window))] + ([f"stride={stride}"] if stride != window else []) \
+        + ([] if spec == "VALID" else [spec if isinstance(spec, str) else f"padding={spec}"]) + list(extra_name)
+    name = f"{base}{nd}D({', '.join(parts)})"
+    full = (1, *window, 1), (1, *stride, 1)
+
+    def _geometry(spatial):
+        pads = pads_for(spec, spatial, window, stride)
+        return pads, out_spatial(name, spatial, pads, window, stride, what="window")
+
+    def _divisor(x, pads):
+        return rule.divisor(window, stride, x.shape[1:-1], pads, x.dtype)
 
     def init(key, input_shape):
         shape = check_shape(name, "input_shape", input_shape, rank=nd + 1)
@@ -91,77 +103,71 @@ def _pool(kind: str, window, strides, padding, count_include_pad: bool = True) -
 
     def apply(params, state, x, *, key=None, train=False):
         """x: (N, *S, C) -> y: (N, *O, C)."""
-        _check_x(x)
+        if np.ndim(x) != nd + 2:
+            raise ValueError(f"{name}: expected x of rank {nd + 2} (N, {nd} spatial dims, C), "
+                             f"got {fmt_shape(np.shape(x))}")
+        check_float(name, "x", x)
         pads, _ = _geometry(x.shape[1:-1])
-        cfg = ((0, 0), *pads, (0, 0))
-        op = {"MaxPool": lax.max, "MinPool": lax.min, "AvgPool": lax.add}[kind]
-        y = lax.reduce_window(x, _fill(x.dtype), op, *full, cfg)
-        if kind == "AvgPool":
-            y = y / _count(x.shape[1:-1], pads, x.dtype)
-        return y, state
+        y = lax.reduce_window(x, np.asarray(rule.fill, x.dtype), rule.reduce, *full, ((0, 0), *pads, (0, 0)))
+        return (y if rule.divisor is None else y / _divisor(x, pads)), state
 
     def backward(params, state, x, dy, *, key=None, train=False):
-        """Each window's dy goes back to its cells: all of them with weight 1/count (average), or
-        the first extremum in row-major window order (max/min: the cell autodiff's
-        select-and-scatter picks). dx sums the contributions of overlapping windows."""
+        """Each window's dy goes back to its cells as ``rule.route`` shares it; dx sums the shares of
+        overlapping windows (cell o of window offset k sits at k + o·s of x_pad)."""
         pads, out = _geometry(x.shape[1:-1])
         dy = dy.astype(x.dtype)
+        if rule.pick is not None and _fast_cpu.active() and _fast_cpu.tiles(window, stride, pads):
+            return {}, _fast_cpu.tiled_extremum_grad(x, dy, window, out, rule.pick)
+        if rule.divisor is not None:
+            dy = dy / _divisor(x, pads)
         zero = np.zeros((), x.dtype)
-        xp = lax.pad(x, _fill(x.dtype), [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in pads] + [(0, 0, 0)])
-        starts = _window_starts(window)
-        span = [(o - 1) * s + 1 for o, s in zip(out, strides, strict=True)]
-        patch = lambda k: _window_slice(xp, k, out, strides)  # x_pad[:, k + o·s, :]: (N, *O, C)
-
-        if kind != "AvgPool" and strides == window and not any(lo or hi for lo, hi in pads):
-            return {}, _tiled_extremum_grad(x, dy, window, out, kind)
-        if kind == "AvgPool":
-            grads = [dy / _count(x.shape[1:-1], pads, x.dtype)] * len(starts)
-        else:
-            pick = jnp.argmax if kind == "MaxPool" else jnp.argmin  # first occurrence on ties
-            winner = pick(jnp.stack([patch(k) for k in starts]), axis=0)
-            grads = [jnp.where(winner == i, dy, zero) for i in range(len(starts))]
+        xp = lax.pad(x, np.asarray(rule.fill, x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)])
+        offsets = list(itertools.product(*(range(w) for w in window)))
+        grads = rule.route([window_slice(xp, k, out, stride) for k in offsets], dy)
+        span = [(o - 1) * s + 1 for o, s in zip(out, stride, strict=True)]
         dxp = jnp.zeros(xp.shape, x.dtype)
-        for k, g in zip(starts, grads, strict=True):  # scatter back: cell o of patch k sits at k + o·s
-            cfg = [(a, p - a - sp, s - 1)
-                   for a, p, sp, s in zip(k, xp.shape[1:-1], span, strides, strict=True)]
+        for k, g in zip(offsets, grads, strict=True):
+            cfg = [(a, p - a - sp, s - 1) for a, p, sp, s in zip(k, xp.shape[1:-1], span, stride, strict=True)]
             dxp = dxp + lax.pad(g, zero, [(0, 0, 0), *cfg, (0, 0, 0)])
         ends = [lo + i for (lo, _), i in zip(pads, x.shape[1:-1], strict=True)]
-        dx = lax.slice(dxp, (0, *(lo for lo, _ in pads), 0), (x.shape[0], *ends, x.shape[-1]))
-        return {}, dx
+        return {}, lax.slice(dxp, (0, *(lo for lo, _ in pads), 0), (x.shape[0], *ends, x.shape[-1]))
 
-    return Layer(name, init, apply, backward)
-
-
-def MaxPool(window, strides=None, padding="VALID") -> Layer:
-    """Maximum over each window (N-d: one size per spatial dim); strides default to the window."""
-    return _pool("MaxPool", window, strides, padding)
+    return Layer(name, init, apply, backward, kind=kind)
 
 
-def MinPool(window, strides=None, padding="VALID") -> Layer:
-    """Minimum over each window; strides default to the window."""
-    return _pool("MinPool", window, strides, padding)
+def MaxPool(window, stride=None, padding="VALID", *, strides=RENAMED) -> Layer:
+    """Maximum over each window (N-d: one size per spatial dim); stride defaults to the window."""
+    return _pool("MaxPool", "max_pool", MAX, window, stride_arg("MaxPool", stride, strides), padding)
 
 
-def AvgPool(window, strides=None, padding="VALID", count_include_pad: bool = True) -> Layer:
-    """Mean over each window; strides default to the window.
+def MinPool(window, stride=None, padding="VALID", *, strides=RENAMED) -> Layer:
+    """Minimum over each window; stride defaults to the window."""
+    return _pool("MinPool", "min_pool", MIN, window, stride_arg("MinPool", stride, strides), padding)
+
+
+def AvgPool(window, stride=None, padding="VALID", count_include_pad: bool = True, *, strides=RENAMED) -> Layer:
+    """Mean over each window; stride defaults to the window.
 
     count_include_pad: with padding, whether padded cells count in the divisor. True (the
     default, as PyTorch's avg_pool and flax's avg_pool) divides by the window size everywhere;
     False divides by the number of real cells (TensorFlow's SAME average pooling).
     """
-    return _pool("AvgPool", window, strides, padding, count_include_pad)
+    rule = PoolRule(lax.add, 0.0, _spread, divisor=_cells_counted(count_include_pad))
+    return _pool("AvgPool", "avg_pool", rule, window, stride_arg("AvgPool", stride, strides), padding,
+                 [] if count_include_pad else ["count_include_pad=False"])
 
 
 def _fixed_rank(make, nd: int):
-    def pool(window, strides=None, padding="VALID", **kwargs) -> Layer:
-        as_tuple = lambda v: (v,) * nd if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
+    def pool(window, stride=None, padding="VALID", *, strides=RENAMED, **kwargs) -> Layer:
+        as_tuple = lambda v: (v,) * nd if is_int(v) else v
         if isinstance(window, (tuple, list)) and len(window) != nd:
             raise ValueError(f"{make.__name__}{nd}D: window must be an int or a tuple of {nd} ints, "
                              f"got {window!r}")
-        return make(as_tuple(window), None if strides is None else as_tuple(strides), padding, **kwargs)
+        stride = stride_arg(f"{make.__name__}{nd}D", stride, strides)
+        return make(as_tuple(window), None if stride is None else as_tuple(stride), padding, **kwargs)
 
     pool.__name__ = pool.__qualname__ = f"{make.__name__}{nd}D"
-    pool.__doc__ = f"{make.__name__} over {nd} spatial dims; window and strides may be ints."
+    pool.__doc__ = f"{make.__name__} over {nd} spatial dims; window and stride may be ints."
     return pool
 
 
@@ -191,4 +197,4 @@ def GlobalAvgPool() -> Layer:
         dy = dy.astype(x.dtype).reshape(x.shape[0], *(1,) * (x.ndim - 2), x.shape[-1])
         return {}, jnp.broadcast_to(dy / np.asarray(cells, x.dtype), x.shape)
 
-    return Layer(name, init, apply, backward)
+    return Layer(name, init, apply, backward, kind="global_avg_pool")

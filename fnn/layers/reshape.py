@@ -23,7 +23,7 @@ def Flatten() -> Layer:
     def backward(params, state, x, dy, *, key=None, train=False):
         return {}, dy.reshape(x.shape)
 
-    return Layer(name, init, apply, backward)
+    return Layer(name, init, apply, backward, kind="flatten")
 
 
 def Reshape(shape) -> Layer:
@@ -53,4 +53,4 @@ def Reshape(shape) -> Layer:
     def backward(params, state, x, dy, *, key=None, train=False):
         return {}, dy.reshape(x.shape)
 
-    return Layer(name, init, apply, backward)
+    return Layer(name, init, apply, backward, kind="reshape")

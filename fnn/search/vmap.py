@@ -167,14 +167,14 @@ def vmap_search(model: Layer, loss: Loss, make_optimizer: Callable[[dict], Optim
     epochs = check_positive_int(name, "epochs", epochs)
     batch_size = check_positive_int(name, "batch_size", batch_size)
     configs, keys = _check_configs(configs)
-    mode = resolve_grad_mode(grad_mode, name=name)
+    resolve_grad_mode(grad_mode, name=name)  # refuses an unknown mode; "auto" goes on to train_step
     if vectorize is None:
         vectorize = jax.default_backend() != "cpu"
     x, y = _train_data(name, train_data, batch_size)
     metric, score_mode = _metric(name, metric, val_data)
     eval_data = _eval_data(name, val_data, x.shape[1:], eval_batch_size)
 
-    progs = _programs(model, loss, make_optimizer, tuple(int(d) for d in x.shape[1:]), batch_size, mode,
+    progs = _programs(model, loss, make_optimizer, tuple(int(d) for d in x.shape[1:]), batch_size, grad_mode,
                       vectorize, eval_data is not None)
     hp, rng = _hyperparameters(configs, keys)
     scale = jnp.ones((), _float())

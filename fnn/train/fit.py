@@ -107,7 +107,7 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
         if tuple(x_val.shape[1:]) != tuple(x.shape[1:]):
             raise ValueError(f"{name}: val_data x has examples of shape {fmt_shape(x_val.shape[1:])}, "
                              f"train_data x of shape {fmt_shape(x.shape[1:])}")
-    mode = resolve_grad_mode(grad_mode, name=name)
+    resolve_grad_mode(grad_mode, name=name)  # refuses an unknown mode; "auto" goes on to value_and_grad
     if train_state is None:
         ts = init_train_state(model, optimizer, x.shape[1:], key=as_key(name, key))
     else:
@@ -124,7 +124,7 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
         raise ValueError(f"{name}: at most one StepRecorder, got {len(recorders)}")
     record = ep.Probe(recorders[0].every, recorders[0].probe_for(model)[1]) if recorders else None
     steps = n // batch_size if remainder == "drop" else -(-n // batch_size)
-    run = Run(model=model, loss=loss, optimizer=optimizer, grad_mode=mode, batch_size=batch_size,
+    run = Run(model=model, loss=loss, optimizer=optimizer, grad_mode=grad_mode, batch_size=batch_size,
               epochs=epochs, steps_per_epoch=steps, fused=fused, ts=ts, history=History(), callbacks=callbacks)
     for cb in callbacks:
         cb.on_fit_start(run)
@@ -132,7 +132,7 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: i
     # Donation needs one buffer per leaf; optimizer states may share them (m and v: the same zeros).
     run.place = (lambda tree: tree) if dp is None else dp.replicate
     run.ts = run.place(copy_tree(run.ts))
-    programs = ep.programs(model, loss, optimizer, penalty, mode, batch_size, remainder, dp, record)
+    programs = ep.programs(model, loss, optimizer, penalty, grad_mode, batch_size, remainder, dp, record)
     t0 = time.perf_counter()
     if fused:
         data = run.place((x, y)) if dp is not None else (jnp.asarray(x), jnp.asarray(y))

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from fnn.core import Layer
+from fnn.layers.combinators import run_serial
 from fnn.train.history import ACTIVATION_FIELDS
 
 TANH_SATURATION = 0.99
@@ -30,7 +31,7 @@ def top_layers(model: Layer, params=None) -> tuple[Layer, ...] | None:
 
     With `params`, also None unless they are a tuple with one entry per layer.
     """
-    layers = tuple(getattr(model, "children", ()) or ()) if getattr(model, "kind", None) == "serial" else ()
+    layers = tuple(model.children) if model.kind == "serial" else ()
     if not layers or (params is not None and not (isinstance(params, tuple) and len(params) == len(layers))):
         return None
     return layers
@@ -67,17 +68,13 @@ def activation_probe(model: Layer):
     """
     layers = top_layers(model)
     names = [model.name] if layers is None else [f"[{i}] {layer.name}" for i, layer in enumerate(layers)]
-    kinds = [getattr(layer, "kind", None) for layer in (layers or (model,))]
+    kinds = [layer.kind for layer in (layers or (model,))]
 
     def probe(params, state, x, key, train):
         if top_layers(model, params) is None:
             outs = [model.apply(params, state, x, key=key, train=train)[0]]
-        else:  # serial's own per-layer key split, so each layer sees the keys the step gave it
-            keys = (None,) * len(layers) if key is None else tuple(jax.random.split(key, len(layers)))
-            outs = []
-            for layer, p, s, k in zip(layers, params, state, keys, strict=True):
-                x, _ = layer.apply(p, s, x, key=k, train=train)
-                outs.append(x)
+        else:  # serial's own per-layer keys (run_serial), so each layer sees the keys the step gave it
+            outs = [y for y, _, _ in run_serial(layers, params, state, x, key=key, train=train)]
         columns = zip(*(_stats(y, kind) for y, kind in zip(outs, kinds, strict=True)), strict=True)
         return {f: jnp.stack(col) for f, col in zip(ACTIVATION_FIELDS, columns, strict=True)}
 

@@ -167,14 +167,14 @@ def train_step(model: Layer, loss: Loss, optimizer: Optimizer, *, grad_mode: str
     (‖Δθ_i‖ / ‖θ_i‖ of this step's update, NaN where ‖θ_i‖ = 0). ``StepRecorder`` records them.
     """
     loss, penalty = split_objective("train_step", loss, penalty)
-    mode = resolve_grad_mode(grad_mode, name="train_step")
+    resolve_grad_mode(grad_mode, name="train_step")  # refuses an unknown mode; "auto" itself goes on
     policy = precision.get_policy(policy, where="train_step")
     if policy is not None:
         model = precision.apply_policy(model, policy)
     net = with_predictions(model)
     masked_loss = masked(loss)
-    vg_plain = value_and_grad(net, loss, grad_mode=mode, penalty=penalty)
-    vg_masked = value_and_grad(net, masked_loss, grad_mode=mode, penalty=penalty)
+    vg_plain = value_and_grad(net, loss, grad_mode=grad_mode, penalty=penalty)
+    vg_masked = value_and_grad(net, masked_loss, grad_mode=grad_mode, penalty=penalty)
 
     def step(ts: TrainState, x, y, mask=None, lr_scale=1.0):
         key, sub = jax.random.split(ts.key)

@@ -99,3 +99,40 @@ def test_user_defined_layer_from_namedtuple_composes(key):
     report = check_model(serial(Dense(3), scale, Tanh(), Dense(2)), losses.softmax_cross_entropy, (2,),
                          jnp.array([0, 1, 1]), key=key)
     assert report.vjp_rel_err < 1e-10
+
+
+def test_structure_is_data_children_and_kind(key):
+    """Composites expose their parts as children; every constructor names its kind."""
+    from fnn.backprop import with_own_vjp
+    from fnn.layers import Conv2D, MaxPool2D
+    from fnn.models import mlp
+    from fnn.precision import Policy, apply_policy
+
+    dense, act = Dense(3), Tanh()
+    model = serial(dense, act)
+    assert model.children == (dense, act) and model.kind == "serial"
+    assert (dense.kind, act.kind, Relu().kind, Conv2D(2, 3).kind, MaxPool2D(2).kind) == (
+        "dense", "tanh", "relu", "conv", "max_pool")
+    block, proj = serial(Dense(3)), Dense(3)
+    assert Residual(block).children == (block,) and Residual(block, proj).children == (block, proj)
+    assert Residual(block).kind == "residual"
+    assert Shared(model).children == (model,) and Shared(model).kind == "shared"
+    for wrapped in (with_own_vjp(model), apply_policy(model, Policy()), mlp((4, 8, 2))):
+        assert wrapped.kind == "serial" and len(wrapped.children) == len(wrapped.init(key, (4,))[1])
+    assert Layer("Mine", dense.init, dense.apply, dense.backward).children == ()
+    assert Layer("Mine", dense.init, dense.apply, dense.backward).kind is None
+
+
+def test_run_serial_is_serial_apply_layer_by_layer(key):
+    from fnn.layers.combinators import run_serial
+
+    model = serial(Dense(6), Dropout(0.5), Tanh(), Dense(3))
+    _, params, state = model.init(key, (4,))
+    x = jax.random.normal(key, (5, 4))
+    y, _ = model.apply(params, state, x, key=jax.random.key(3), train=True)
+    steps = list(run_serial(model.children, params, state, x, key=jax.random.key(3), train=True))
+    assert len(steps) == 4 and all(saved is None for _, _, saved in steps)
+    np.testing.assert_array_equal(steps[-1][0], y)  # the same per-layer keys as serial's apply
+    taped = list(run_serial(model.children, params, state, x, key=jax.random.key(3), train=True, tape=True))
+    np.testing.assert_array_equal(taped[-1][0], y)
+    np.testing.assert_array_equal(taped[0][2], x)  # a leaf layer's tape is its input

@@ -29,12 +29,12 @@ def conv_cases(draw, max_size=6):
         max_size = 4
     per_dim = lambda s: st.one_of(s, st.tuples(*[s] * nd))
     kernel = tuple(draw(st.integers(1, 3)) for _ in range(nd))
-    strides = draw(per_dim(st.integers(1, 3)))
+    stride = draw(per_dim(st.integers(1, 3)))
     dilation = draw(per_dim(st.integers(1, 2)))
     padding = draw(st.one_of(st.sampled_from(["VALID", "SAME", "FULL"]), st.integers(0, 2),
                              st.tuples(*[st.tuples(st.integers(0, 2), st.integers(0, 2))] * nd)))
     spatial = tuple(draw(st.integers(1, max_size)) for _ in range(nd))
-    return dict(nd=nd, kernel=kernel, strides=strides, dilation=dilation, padding=padding, spatial=spatial,
+    return dict(nd=nd, kernel=kernel, stride=stride, dilation=dilation, padding=padding, spatial=spatial,
                 c_in=draw(st.integers(1, 4)), c_out=draw(st.integers(1, 4)),
                 padding_mode=draw(st.sampled_from(["zeros", "edge"])))
 
@@ -66,7 +66,7 @@ def xla_swap_bug(case):
     if case["padding_mode"] == "edge" or case["padding"] in ("VALID", "FULL"):
         return False
     nd = case["nd"]
-    s, d = per_dim(case["strides"], nd), per_dim(case["dilation"], nd)
+    s, d = per_dim(case["stride"], nd), per_dim(case["dilation"], nd)
     pads = pairs_of(case)
     if case["padding"] == "SAME":
         pads = []
@@ -92,7 +92,7 @@ def init_shapes(layer, input_shape):
 
 
 def make(case):
-    return Conv(case["c_out"], case["kernel"], strides=case["strides"], padding=case["padding"],
+    return Conv(case["c_out"], case["kernel"], stride=case["stride"], padding=case["padding"],
                 dilation=case["dilation"], padding_mode=case["padding_mode"])
 
 
@@ -101,7 +101,7 @@ def test_output_shape_matches_formula_and_eval_shape(case):
     assume(fits(case))
     layer, nd = make(case), case["nd"]
     out, params = init_shapes(layer, (*case["spatial"], case["c_in"]))
-    s, d = per_dim(case["strides"], nd), per_dim(case["dilation"], nd)
+    s, d = per_dim(case["stride"], nd), per_dim(case["dilation"], nd)
     want = tuple(expected_out(i, k, ss, dd, case["padding"], lh) for i, k, ss, dd, lh in
                  zip(case["spatial"], case["kernel"], s, d, pairs_of(case), strict=True))
     assert out == (*want, case["c_out"])
@@ -118,25 +118,9 @@ def test_backward_matches_vjp(case, seed, dtype):
                 dtype=dtype, rtol=tol(dtype), fd=False)
 
 
-@pytest.mark.parametrize("limit", [0, 10**9], ids=["conv_form", "patches"])
-@given(case=conv_cases(), seed=seeds)
-def test_both_weight_gradient_paths_match_vjp(case, seed, limit):
-    # The weight gradient has two forms (a canonical conv, or strided patches and one matmul
-    # for small window × C_in); force each on every case and compare with jax.vjp (float64).
-    from fnn.layers import conv
-
-    assume(fits(case) and not xla_swap_bug(case))
-    shape = (*case["spatial"], case["c_in"])
-    x = np.random.default_rng(seed).standard_normal((2, *shape))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(conv, "PATCH_LIMIT", limit)
-        check_layer(make(case), shape, key=jax.random.key(seed), x=x, dtype=np.float64, rtol=tol(np.float64),
-                    fd=False)
-
-
 @pytest.mark.parametrize("layer, shape", [
-    (Conv2D(2, (2, 3), strides=(3, 2), padding=((0, 2), (1, 0)), padding_mode="edge"), (6, 5, 3)),
-    (Conv3D(2, (2, 1, 2), strides=(1, 2, 1), dilation=(2, 1, 1), padding="SAME"), (4, 3, 3, 2)),
+    (Conv2D(2, (2, 3), stride=(3, 2), padding=((0, 2), (1, 0)), padding_mode="edge"), (6, 5, 3)),
+    (Conv3D(2, (2, 1, 2), stride=(1, 2, 1), dilation=(2, 1, 1), padding="SAME"), (4, 3, 3, 2)),
 ])
 def test_backward_matches_finite_differences(layer, shape, key):
     report = check_layer(layer, shape, key=key, batch_size=2, fd=True, fd_rtol=FD_RTOL, fd_directions=1)
@@ -145,11 +129,11 @@ def test_backward_matches_finite_differences(layer, shape, key):
 
 def test_backward_where_xla_autodiff_aborts(key):
     """The configuration of xla_swap_bug; reference: jax.vjp of the same conv with explicit zero padding."""
-    layer = Conv2D(3, (2, 3), strides=(2, 3), padding=((1, 2), (1, 1)))
+    layer = Conv2D(3, (2, 3), stride=(2, 3), padding=((1, 2), (1, 1)))
     _, params, _ = layer.init(key, (4, 3, 3))
     params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
     x = jax.random.normal(key, (2, 4, 3, 3), jnp.float64)
-    valid = Conv2D(3, (2, 3), strides=(2, 3))
+    valid = Conv2D(3, (2, 3), stride=(2, 3))
     pad = ((0, 0), (1, 2), (1, 1), (0, 0))
     y, vjp = jax.vjp(lambda p, x: valid.apply(p, {}, jnp.pad(x, pad))[0], params, x)
     np.testing.assert_allclose(layer.apply(params, {}, x)[0], y, rtol=1e-12)
@@ -183,12 +167,12 @@ def test_same_and_full_geometry():
     np.testing.assert_array_equal(y_full[0, :, 0], [100, 210, 321, 432, 543, 54, 5])
     y_edge, _ = Conv1D(1, 3, padding="SAME", padding_mode="edge").apply(params, {}, x)
     np.testing.assert_array_equal(y_edge[0, :, 0], [211, 321, 432, 543, 554])
-    assert Conv1D(1, 3, strides=2, padding="SAME").init(jax.random.key(0), (5, 1))[0] == (3, 1)
+    assert Conv1D(1, 3, stride=2, padding="SAME").init(jax.random.key(0), (5, 1))[0] == (3, 1)
 
 
 def test_stride_leaves_uncovered_rows_with_zero_gradient(key):
     """Length 6, k 2, stride 3: windows [0, 1] and [3, 4]; cells 2 and 5 are in no window (dx = 0)."""
-    layer = Conv1D(1, 2, strides=3)
+    layer = Conv1D(1, 2, stride=3)
     _, params, _ = layer.init(key, (6, 1))
     x = jnp.ones((1, 6, 1))
     y, _ = layer.apply(params, {}, x)
@@ -198,7 +182,7 @@ def test_stride_leaves_uncovered_rows_with_zero_gradient(key):
 
 
 def test_jit_equals_eager_and_no_retrace(key):
-    layer = Conv2D(3, (3, 2), strides=2, padding="SAME")
+    layer = Conv2D(3, (3, 2), stride=2, padding="SAME")
     _, params, _ = layer.init(key, (7, 6, 2))
     x = jax.random.normal(key, (2, 7, 6, 2))
     traces = []
@@ -233,7 +217,7 @@ def test_dtypes(key):
 
 def test_names_and_residual_projection_signature():
     assert Conv2D(32, 3).name == "Conv2D(32, 3x3)"
-    layer = Conv(8, (1, 1), strides=(2, 2), padding="SAME", use_bias=False)
+    layer = Conv(8, (1, 1), stride=(2, 2), padding="SAME", use_bias=False)
     out, params, _ = layer.init(jax.random.key(0), (5, 5, 3))
     assert out == (3, 3, 8) and set(params) == {"w"}
     assert Conv3D(4, (1, 2, 3), dilation=2).name == "Conv3D(4, 1x2x3, dilation=(2, 2, 2))"
@@ -266,9 +250,9 @@ def test_channel_and_rank_mismatch_messages():
 
 
 @pytest.mark.parametrize("build, match", [
-    (lambda: Conv2D(8, 3, strides=0), r"Conv2D: strides must be a positive int or a tuple of 2 positive "
+    (lambda: Conv2D(8, 3, stride=0), r"Conv2D: stride must be a positive int or a tuple of 2 positive "
                                       r"ints, got 0"),
-    (lambda: Conv2D(8, 3, strides=(1, 0)), r"strides must be a positive int .* got \(1, 0\)"),
+    (lambda: Conv2D(8, 3, stride=(1, 0)), r"stride must be a positive int .* got \(1, 0\)"),
     (lambda: Conv2D(8, 3, dilation=0), r"Conv2D: dilation must be a positive int"),
     (lambda: Conv2D(8, 3, padding="ok"), r"Conv2D: padding must be 'VALID', 'SAME', 'FULL'.*got 'ok'"),
     (lambda: Conv2D(8, 3, padding=-1), r"padding must be .* got -1"),
@@ -281,3 +265,11 @@ def test_channel_and_rank_mismatch_messages():
 def test_bad_hyperparameters(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+def test_strides_keyword_is_deprecated_but_works():
+    with pytest.warns(DeprecationWarning, match=r"Conv2D: strides= is deprecated, use stride="):
+        old = Conv2D(3, 2, strides=(2, 1), padding="SAME")
+    assert old.name == Conv2D(3, 2, stride=(2, 1), padding="SAME").name == "Conv2D(3, 2x2, stride=(2, 1), SAME)"
+    with pytest.warns(DeprecationWarning, match="use stride="):
+        assert Conv(3, (2,), strides=2).name == Conv1D(3, 2, stride=2).name

@@ -31,13 +31,13 @@ def pool_cases(draw):
     nd = draw(st.integers(1, 3))
     max_size = 4 if nd == 3 else 6
     window = tuple(draw(st.integers(1, 3)) for _ in range(nd))
-    strides = draw(st.one_of(st.none(), st.integers(1, 3), st.tuples(*[st.integers(1, 3)] * nd)))
+    stride = draw(st.one_of(st.none(), st.integers(1, 3), st.tuples(*[st.integers(1, 3)] * nd)))
     padding = draw(st.one_of(st.sampled_from(["VALID", "SAME"]), st.integers(0, 1),
                              st.tuples(*[st.tuples(st.integers(0, 1), st.integers(0, 1))] * nd)))
     spatial = tuple(draw(st.integers(1, max_size)) for _ in range(nd))
     kind = draw(st.sampled_from(sorted(POOLS)))
     extra = {"count_include_pad": draw(st.booleans())} if kind == "avg" else {}
-    return dict(nd=nd, window=window, strides=strides, padding=padding, spatial=spatial, kind=kind,
+    return dict(nd=nd, window=window, stride=stride, padding=padding, spatial=spatial, kind=kind,
                 channels=draw(st.integers(1, 3)), extra=extra)
 
 
@@ -54,7 +54,7 @@ def fits(c):
 
 
 def make(c):
-    return POOLS[c["kind"]](c["window"], c["strides"], c["padding"], **c["extra"])
+    return POOLS[c["kind"]](c["window"], c["stride"], c["padding"], **c["extra"])
 
 
 def separated(key, shape, dtype):
@@ -119,7 +119,7 @@ def test_course_max_pool_worked_example():
     np.testing.assert_array_equal(dx[0, :, :, 0], [[0, 0, 0, 0], [0, 1, 0, 2], [3, 0, 0, 0], [0, 0, 0, 4]])
     np.testing.assert_array_equal(dx, ref)
     # stride 1: overlapping windows add up; 9 wins two windows, 7 (row 1) two, 8 two
-    y1, dx, ref = run(MaxPool2D(2, strides=1), WORKED, jnp.ones((1, 3, 3, 1)))
+    y1, dx, ref = run(MaxPool2D(2, stride=1), WORKED, jnp.ones((1, 3, 3, 1)))
     np.testing.assert_array_equal(y1[0, :, :, 0], [[6, 7, 8], [9, 7, 8], [9, 6, 7]])
     np.testing.assert_array_equal(dx[0, :, :, 0], [[0, 0, 0, 0], [0, 1, 2, 2], [2, 0, 0, 0], [0, 0, 1, 1]])
     np.testing.assert_array_equal(dx, ref)
@@ -190,9 +190,9 @@ def test_jit_equals_eager_and_no_retrace(layer, key):
     assert y_jit.dtype == x.dtype == dx_jit.dtype
 
 
-def test_names_and_default_strides():
+def test_names_and_default_stride():
     assert MaxPool2D(2).name == "MaxPool2D(2x2)"
-    assert AvgPool2D(3, 1, "SAME").name == "AvgPool2D(3x3, strides=(1, 1), SAME)"
+    assert AvgPool2D(3, 1, "SAME").name == "AvgPool2D(3x3, stride=(1, 1), SAME)"
     assert MaxPool2D(2).init(None, (28, 28, 32))[0] == (14, 14, 32)
     assert MaxPool((3, 2)).init(None, (7, 7, 1))[0] == (2, 3, 1)
 
@@ -207,7 +207,7 @@ def test_bad_init(build, shape, match):
 
 
 @pytest.mark.parametrize("build, match", [
-    (lambda: MaxPool2D(2, strides=0), r"MaxPool2D: strides must be a positive int or a tuple of 2 positive"),
+    (lambda: MaxPool2D(2, stride=0), r"MaxPool2D: stride must be a positive int or a tuple of 2 positive"),
     (lambda: MaxPool2D(0), r"MaxPool2D: window must be a positive int"),
     (lambda: MaxPool(2), r"MaxPool: window must be a tuple with one size per spatial dim.*MaxPool1D/2D/3D"),
     (lambda: MaxPool2D((2, 2, 2)), r"MaxPool2D: window must be an int or a tuple of 2 ints"),
@@ -227,3 +227,11 @@ def test_bad_x():
         MaxPool2D(2).apply({}, {}, jnp.ones((1, 1, 4, 1)))
     with pytest.raises(ValueError, match="GlobalAvgPool: expected x of shape"):
         GlobalAvgPool().apply({}, {}, jnp.ones((2, 3)))
+
+
+@pytest.mark.parametrize("make", [MaxPool2D, MinPool2D, AvgPool2D, lambda w, **kw: MaxPool((w, w), **kw),
+                                  lambda w, **kw: AvgPool((w, w), **kw)])
+def test_strides_keyword_is_deprecated_but_works(make):
+    with pytest.warns(DeprecationWarning, match=r"Pool(2D)?: strides= is deprecated, use stride="):
+        old = make(2, strides=1)
+    assert old.name == make(2, stride=1).name and "stride=(1, 1)" in old.name

@@ -19,7 +19,7 @@ from fnn.layers.pool import GlobalAvgPool, MaxPool2D
 
 def conv_block(c_out, stride, batch_norm):
     bn = [BatchNorm()] if batch_norm else []
-    return serial(Conv2D(c_out, 3, strides=stride, padding="SAME"), *bn, Relu(),
+    return serial(Conv2D(c_out, 3, stride=stride, padding="SAME"), *bn, Relu(),
                   Conv2D(c_out, 3, padding="SAME"))
 
 
@@ -70,7 +70,7 @@ def test_residual_threads_batchnorm_state(key):
 def test_conv_projection_is_linear_shortcut(key):
     """With a zero block, y is the projection alone: a strided 1x1 conv without bias."""
     zeros = lambda k, s, dtype=jnp.float32: jnp.zeros(s, dtype)
-    block = serial(Conv2D(3, 1, strides=2, padding="SAME", w_init=zeros))
+    block = serial(Conv2D(3, 1, stride=2, padding="SAME", w_init=zeros))
     layer = Residual(block)
     _, params, state = layer.init(key, (5, 5, 2))
     x = jax.random.normal(key, (1, 5, 5, 2), jnp.float32)

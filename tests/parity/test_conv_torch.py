@@ -33,13 +33,13 @@ def ours(layer, params, x, dy):
 
 # (kernel, fnn keywords, torch keywords for conv{nd}d, torch pre-padding (F.pad order: last dim first))
 CONV_CASES = [
-    ((3,), dict(strides=2, dilation=2, padding=2), dict(stride=2, dilation=2, padding=2), None),
+    ((3,), dict(stride=2, dilation=2, padding=2), dict(stride=2, dilation=2, padding=2), None),
     ((4,), dict(padding="SAME"), dict(padding="same"), None),
     ((3, 2), dict(dilation=(1, 2), padding="SAME"), dict(dilation=(1, 2), padding="same"), None),
-    ((3, 3), dict(strides=(2, 1), padding="FULL"), dict(stride=(2, 1), padding=2), None),
-    ((2, 3), dict(strides=(2, 3), padding=((1, 2), (1, 1))), dict(stride=(2, 3)), (1, 1, 1, 2)),
-    ((3, 3), dict(strides=2, padding=((0, 1), (2, 0)), padding_mode="edge"), dict(stride=2), (2, 0, 0, 1)),
-    ((2, 3, 2), dict(strides=(1, 2, 1), dilation=(2, 1, 1), padding=1),
+    ((3, 3), dict(stride=(2, 1), padding="FULL"), dict(stride=(2, 1), padding=2), None),
+    ((2, 3), dict(stride=(2, 3), padding=((1, 2), (1, 1))), dict(stride=(2, 3)), (1, 1, 1, 2)),
+    ((3, 3), dict(stride=2, padding=((0, 1), (2, 0)), padding_mode="edge"), dict(stride=2), (2, 0, 0, 1)),
+    ((2, 3, 2), dict(stride=(1, 2, 1), dilation=(2, 1, 1), padding=1),
      dict(stride=(1, 2, 1), dilation=(2, 1, 1), padding=1), None),
 ]
 
@@ -72,12 +72,12 @@ def test_conv_matches_torch(kernel, kw, torch_kw, pre_pad, key):
 
 
 POOL_CASES = [
-    ("max", (3, 3), dict(strides=2, padding=1), dict(kernel_size=3, stride=2, padding=1)),
-    ("max", (2, 2), dict(strides=1), dict(kernel_size=2, stride=1)),
-    ("avg", (3, 3), dict(strides=2, padding=1, count_include_pad=False),
+    ("max", (3, 3), dict(stride=2, padding=1), dict(kernel_size=3, stride=2, padding=1)),
+    ("max", (2, 2), dict(stride=1), dict(kernel_size=2, stride=1)),
+    ("avg", (3, 3), dict(stride=2, padding=1, count_include_pad=False),
      dict(kernel_size=3, stride=2, padding=1, count_include_pad=False)),
     ("avg", (2, 2, 2), dict(), dict(kernel_size=2)),
-    ("max", (2, 1, 2), dict(strides=(1, 1, 2), padding=((1, 1), (0, 0), (1, 1))),
+    ("max", (2, 1, 2), dict(stride=(1, 1, 2), padding=((1, 1), (0, 0), (1, 1))),
      dict(kernel_size=(2, 1, 2), stride=(1, 1, 2), padding=(1, 0, 1))),
 ]
 
