@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fnn.diagnostics import Record, records_to_series
+from fnn.train import History
+
 INSTALL_HINT = "fnn.plot needs matplotlib: pip install 'fnn[plots]'"
 
 
@@ -155,7 +158,7 @@ def plot_grad_norms(records, path: str | os.PathLike, *, title: str | None = Non
 
     Args:
       records: a ``fnn.diagnostics.Recorder`` (or its ``records``, or a list of ``Report``s,
-        plotted against their index), a ``fnn.train.History`` from ``fit(record_every=N)``
+        plotted against their index), a ``fnn.train.History`` recorded by a ``StepRecorder``
         (plotted against the global step), or a dict ``{layer label: [norm, ...]}`` (plotted
         against 0, 1, ...).
       path: the PNG file to write.
@@ -173,12 +176,10 @@ def plot_grad_norms(records, path: str | os.PathLike, *, title: str | None = Non
         ratios: dict = {}
         xlabel_ = "record"
     else:
-        from fnn.diagnostics import Record, _is_history, records_to_series
-
-        if _is_history(records):
+        if isinstance(records, History):
             if not records.steps:
                 raise ValueError("plot_grad_norms: this History has no per-step records; "
-                                 "train with fit(..., record_every=N)")
+                                 "train with fit(..., callbacks=[StepRecorder(N)])")
             xs, grads, ratios = records_to_series(records)
             xlabel_ = "step"
         else:

@@ -19,7 +19,7 @@ the norm of the gradient before any clipping (penalty included).
 
 Modules: ``state`` (TrainState), ``step`` (train_step, masked losses, metrics), ``epoch`` (the
 compiled epoch and the per-step program), ``evaluate``, ``history``, ``callbacks``, ``probe``
-(per-layer activation statistics), ``locate`` (finding the first NaN), ``fit``.
+(per-layer activation statistics), ``locate`` (finding the first NaN), ``progress``, ``fit``.
 """
 
 from fnn.train.callbacks import (
@@ -30,16 +30,15 @@ from fnn.train.callbacks import (
     FunctionCallback,
     LearningRateLog,
     NanGuard,
-    Progress,
     ReduceLROnPlateau,
     Run,
     StepRecorder,
-    echo,
 )
 from fnn.train.epoch import EpochSums, Probe, epoch_fn
 from fnn.train.evaluate import evaluate, evaluation_sums, padded_batches
 from fnn.train.fit import fit
 from fnn.train.history import ACTIVATION_FIELDS, FIELDS, STEP_FIELDS, History, table_header, table_row
+from fnn.train.progress import Progress, echo
 from fnn.train.state import TrainState, as_key, init_train_state
 from fnn.train.step import GRAD_MODES, layer_groups, masked, resolve_grad_mode, train_step
 

@@ -23,7 +23,6 @@ from fnn.train.callbacks import (
     FunctionCallback,
     LearningRateLog,
     NanGuard,
-    Progress,
     ReduceLROnPlateau,
     Run,
     StepRecorder,
@@ -32,6 +31,7 @@ from fnn.train.checks import check_data, check_labels
 from fnn.train.evaluate import evaluate
 from fnn.train.history import History
 from fnn.train.locate import locator
+from fnn.train.progress import Progress
 from fnn.train.state import TrainState, as_key, copy_tree, init_train_state
 from fnn.train.step import resolve_grad_mode, split_objective
 
