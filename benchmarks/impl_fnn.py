@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from fnn import losses, models, optim
 from fnn.data import epoch_batches
 from fnn.layers import Conv, Dense, Flatten, MaxPool, Relu, serial
-from fnn.train import evaluate, fit, init_train_state, resolve_grad_mode, train_step
+from fnn.train import Progress, evaluate, fit, init_train_state, resolve_grad_mode, train_step
 
 SUBSET_BATCHES = 50   # the fused variants' step time: epochs of 50 batches
 SLOW_BATCHES = 10     # --quick, autodiff's fused conv nets on XLA:CPU: a 10-batch epoch, extrapolated
@@ -76,7 +76,7 @@ class _Base:
         flat = lambda x: x.reshape(len(x), *self.shape)
         self.x_np, self.y_np = flat(data.x_train), data.y_train
         self.x_test, self.y_test = jnp.asarray(flat(data.x_test)), jnp.asarray(data.y_test)
-        self.ts = _fresh(init_train_state(self.model, self.opt, self.shape, jax.random.key(settings.seed)))
+        self.ts = _fresh(init_train_state(self.model, self.opt, self.shape, key=jax.random.key(settings.seed)))
 
     def test_accuracy(self) -> float:
         result = evaluate(self.model, self.loss, self.ts.params, self.ts.state, self.x_test, self.y_test)
@@ -136,8 +136,9 @@ class FusedLoop(_Base):
         whole = n_sub == len(self.x_np)   # --quick: the subset is the whole training set
         sub = (self.x_np[:n_sub], self.y_np[:n_sub])
         epochs = 1 if slow else 1 + s.fused_repeats
+        # No progress bar, on a terminal either: nothing but the epochs in the timed seconds.
         common = dict(batch_size=w.batch, key=s.seed, fused=True, grad_mode=self.requested_mode,
-                      progress=False)
+                      callbacks=[Progress(False)])
         ts, hist = fit(self.model, self.loss, self.opt, sub, epochs=epochs, train_state=self.ts, **common)
         timed = hist.seconds if slow else hist.seconds[1:]
         step_ms = 1e3 * statistics.median(timed) / sub_steps

@@ -74,7 +74,7 @@ def measure(n: int, batch_size: int) -> dict:
     model, loss, opt = models.simple_cnn(), losses.softmax_cross_entropy, optim.adam(1e-3)
     mode = resolve_grad_mode("auto")
     # As fit does: one buffer per leaf, since the epoch donates them (adam's m and v share zeros).
-    ts = copy_tree(init_train_state(model, opt, x.shape[1:], jax.random.key(0)))
+    ts = copy_tree(init_train_state(model, opt, x.shape[1:], key=jax.random.key(0)))
     scale = jnp.ones((), jnp.float32)
     programs = fit_programs(model, loss, opt, None, mode, batch_size, "drop")
     t = time.perf_counter()

@@ -62,8 +62,7 @@ def main() -> None:
     print(f"{ds.source}: {len(x)} training images; mesh {dict(mesh.shape)} over {jax.default_backend()}; "
           f"a batch of {args.batch_size} is {len(shards)} shards of shape {shards[0].data.shape}")
 
-    kw = {"epochs": 1, "batch_size": args.batch_size, "key": jax.random.key(0), "progress": False,
-          "val_data": (x_test, y_test)}
+    kw = {"epochs": 1, "batch_size": args.batch_size, "key": jax.random.key(0), "val_data": (x_test, y_test)}
     runs = {}
     for name, mesh_arg in (("mesh", mesh), ("one device", None)):
         t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 Three runs of a deep MLP (8 hidden layers of 128 units), each recorded two ways: a
 ``diagnostics.recorder`` (the full report on a fixed probe batch) at every epoch, and
-``fit(record_every=N)`` (per-layer gradient norms and update ratios on the training batch,
+``fit(..., callbacks=[StepRecorder(N)])`` (per-layer gradient norms and update ratios on the training batch,
 from inside the fused epoch) every N steps:
 
 1. sigmoid, weights N(0, 0.01²): the gradient shrinks by ~100x per layer on the way down,
@@ -30,7 +30,7 @@ from fnn import diagnostics, init, losses, optim
 from fnn.data import Standardizer, load_fashion_mnist, load_sample
 from fnn.layers import Dense, Relu, Sigmoid, serial
 from fnn.plot import plot_grad_norms
-from fnn.train import fit, init_train_state
+from fnn.train import StepRecorder, fit, init_train_state
 
 CE = losses.softmax_cross_entropy
 DEPTH, WIDTH = 8, 128
@@ -61,8 +61,8 @@ def run(title, model, optimizer, data, probe, out: Path, epochs: int, every: int
     print(diagnostics.format_report(rec.records[0].report, verdicts=False))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the NaN stop is reported below
-        _, history = fit(model, CE, optimizer, data, epochs=epochs, batch_size=128, key=key, callbacks=[rec],
-                         progress=False, train_state=ts0, record_every=every)
+        _, history = fit(model, CE, optimizer, data, epochs=epochs, batch_size=128, key=key,
+                         callbacks=[rec, StepRecorder(every)], train_state=ts0)
     print(history.as_table())
     steps = history.steps
     print(f"  per step ({len(steps)} records, every {every}): global gradient norm "

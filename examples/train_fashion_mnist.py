@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 
 from fnn import data, losses, models, optim
-from fnn.train import evaluate, fit
+from fnn.train import Checkpoint, LearningRateLog, ReduceLROnPlateau, evaluate, fit
 
 
 def main() -> None:
@@ -38,9 +38,11 @@ def main() -> None:
     loss = losses.softmax_cross_entropy
     # Clipping and weight decay would go here: optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-3)).
     optimizer = optim.adam(1e-3)
+    callbacks = [ReduceLROnPlateau(0.5, patience=1),       # halve the step after 2 epochs without progress
+                 LearningRateLog(1e-3),                    # History.lr: 1e-3 times the plateau scale
+                 Checkpoint(args.out, resume=False)]       # args.out/checkpoint.fnn after every epoch
     ts, history = fit(model, loss, optimizer, (x_train, y_train), epochs=epochs, batch_size=128,
-                      key=fit_key, val_data=(x_val, y_val), plateau=optim.reduce_on_plateau(0.5, patience=1),
-                      learning_rate=1e-3, checkpoint_dir=args.out, resume=False)
+                      key=fit_key, val_data=(x_val, y_val), callbacks=callbacks)
     print(history.as_table())
 
     result = evaluate(model, loss, ts.params, ts.state, x_test, y_test)

@@ -65,13 +65,17 @@ def models():
 
 
 def train(model, *, mesh=None, optimizer="adam", **kw):
-    """EPOCHS epochs of adam (or "sgd") on data() from key 0: -> (TrainState, History)."""
+    """EPOCHS epochs of adam (or "sgd") on data() from key 0: -> (TrainState, History).
+    ``precision="bfloat16"`` trains ``fnn.precision.apply_policy(model, "bfloat16")``."""
     import jax
 
     from fnn import losses, optim
+    from fnn.precision import apply_policy
     from fnn.train import fit
 
-    kw = {"epochs": EPOCHS, "batch_size": BATCH, "key": jax.random.key(0), "progress": False, **kw}
+    kw = {"epochs": EPOCHS, "batch_size": BATCH, "key": jax.random.key(0), **kw}
+    if "precision" in kw:
+        model = apply_policy(model, kw.pop("precision"))
     opt = optim.adam(1e-2) if optimizer == "adam" else optim.sgd(0.1)
     return fit(model, losses.softmax_cross_entropy, opt, data(), mesh=mesh, **kw)
 
@@ -109,7 +113,7 @@ def max_errors(a, b):
 CASES = [
     ("mlp auto (custom_vjp) fused, 2-D mesh in set_mesh, val", "mlp", "2d set_mesh", {"val_data": "train"}),
     ("mlp autodiff per-step", "mlp", "make_mesh", {"grad_mode": "autodiff", "fused": False}),
-    ("mlp manual fused, bfloat16", "mlp", "data", {"grad_mode": "manual", "compute_dtype": "bfloat16"}),
+    ("mlp manual fused, bfloat16", "mlp", "data", {"grad_mode": "manual", "precision": "bfloat16"}),
     ("cnn manual fused", "cnn", "data", {"grad_mode": "manual"}),
     ("cnn autodiff per-step, pad", "cnn", "make_mesh",
      {"grad_mode": "autodiff", "fused": False, "remainder": "pad"}),
@@ -171,7 +175,7 @@ def run_single(out: str) -> None:
     dp = parallel.data_parallel(meshes["data"], "data", batch_size=BATCH)
     opt = optim.adam(1e-2)
     programs = fit_programs(nets["cnn"], losses.softmax_cross_entropy, opt, None, "manual", BATCH, "drop", dp)
-    ts = dp.replicate(init_train_state(nets["cnn"], opt, (6, 6, 1), jax.random.key(0)))
+    ts = dp.replicate(init_train_state(nets["cnn"], opt, (6, 6, 1), key=jax.random.key(0)))
     x, y = data()
     scale = dp.replicate(np.ones((), np.float64))
     hlo = programs.epoch.lower(ts, *dp.replicate((x, y)), scale).compile().as_text()

@@ -39,7 +39,7 @@ from fnn.layers import (
     serial,
 )
 from fnn.layers.pool import AvgPool2D, MaxPool2D
-from fnn.train import evaluate, fit, init_train_state
+from fnn.train import Checkpoint, NanGuard, evaluate, fit, init_train_state
 
 K = jax.random.key(0)
 CE = losses.softmax_cross_entropy
@@ -67,7 +67,7 @@ def x32(*shape):
 
 def train(x=X, y=Y, **kw):
     """fit on the tiny MLP; every bad-input row fails before anything is compiled."""
-    kw = {"epochs": 1, "batch_size": 16, "key": K, "progress": False, **kw}
+    kw = {"epochs": 1, "batch_size": 16, "key": K, **kw}
     return fit(kw.pop("model", MLP), CE, kw.pop("optimizer", optim.sgd(0.1)), (x, y), **kw)
 
 
@@ -96,24 +96,24 @@ def idx_file(tmp_path, raw, gz=False):
 
 
 def damaged_checkpoint(tmp_path, how):
-    """A fit checkpoint for MLP (fit's own layout), then damaged; fit(resume=True) must refuse it."""
-    ts = init_train_state(MLP, optim.sgd(0.1), (4,), K)
+    """A fit checkpoint for MLP (fit's own layout), then damaged; Checkpoint(resume=True) must refuse it."""
+    ts = init_train_state(MLP, optim.sgd(0.1), (4,), key=K)
     path = tmp_path / "checkpoint.fnn"
-    checkpoint.save(path, {"train_state": ts, "plateau": None, "best": None}, metadata={"epoch": 1})
+    checkpoint.save(path, {"train_state": ts, "callbacks": {}}, metadata={"epoch": 1})
     raw = bytearray(path.read_bytes())
     if how == "truncated":
         raw = raw[:-100]
     elif how == "flipped":
         raw[-40] ^= 0x10  # in the payload, just before the 32-byte digest
     path.write_bytes(bytes(raw))
-    return train(checkpoint_dir=tmp_path, epochs=2)
+    return train(callbacks=[Checkpoint(tmp_path)], epochs=2)
 
 
 def checkpoint_of_other_model(tmp_path):
-    ts = init_train_state(models.mlp((4, 16, 3)), optim.sgd(0.1), (4,), K)
-    checkpoint.save(tmp_path / "checkpoint.fnn", {"train_state": ts, "plateau": None, "best": None},
+    ts = init_train_state(models.mlp((4, 16, 3)), optim.sgd(0.1), (4,), key=K)
+    checkpoint.save(tmp_path / "checkpoint.fnn", {"train_state": ts, "callbacks": {}},
                     metadata={"epoch": 1})
-    return train(checkpoint_dir=tmp_path, epochs=2)
+    return train(callbacks=[Checkpoint(tmp_path)], epochs=2)
 
 
 def restore_params_into_other_shape(tmp_path):
@@ -277,10 +277,10 @@ CASES = [
      r"serial: expected params as a tuple of 3 entries \(one per layer\), got tuple of length 2"),
     ("fit_train_state_of_other_model", lambda t: train(
         optimizer=optim.adam(0.1),
-        train_state=init_train_state(models.mlp((4, 16, 3)), optim.adam(0.1), (4,), K)),
+        train_state=init_train_state(models.mlp((4, 16, 3)), optim.adam(0.1), (4,), key=K)),
      ValueError, r"fit: train_state.params leaf \[0\]\['b'\] expected shape \(8,\), got \(16,\)"),
     ("fit_opt_state_of_other_optimizer", lambda t: train(
-        optimizer=optim.adam(0.1), train_state=init_train_state(MLP, optim.sgd(0.1), (4,), K)), ValueError,
+        optimizer=optim.adam(0.1), train_state=init_train_state(MLP, optim.sgd(0.1), (4,), key=K)), ValueError,
      r"fit: train_state.opt_state tree structure does not match: expected .*AdamState.*, got .*SgdState"),
     ("opt_state_of_other_model", lambda t: opt_update(
         optim.adam(0.1), MLP_P, MLP_P, optim.adam(0.1).init(WIDE_P)), ValueError,
@@ -416,18 +416,19 @@ def test_nan_input_to_a_layer_propagates_under_jit():
 
 
 # ----------------------------------------------------------------------------------------
-# The NaN/Inf guard: the state it keeps can be checkpointed; debug_nans names the operation
+# The NaN/Inf guard: the state it keeps can be checkpointed; NanGuard(locate=True) names the operation
 
 
-def test_nonfinite_stop_keeps_a_checkpointable_state_and_debug_nans_locates_it(tmp_path):
+def test_nonfinite_stop_keeps_a_checkpointable_state_and_nan_guard_locates_it(tmp_path):
     """Row inf_loss_during_training, further: the checkpoint on disk is epoch 1's, the returned
-    state saves and restores, and debug_nans=True (per-step checks, then the bad step re-run
-    eagerly under jax.debug_nans/debug_infs) stops with the same state and names the operation."""
-    with pytest.warns(RuntimeWarning, match=r"\(fit\(\.\.\., debug_nans=True\) finds the operation\)"):
-        ts, history = train(optimizer=BOOM, epochs=3, checkpoint_dir=tmp_path / "a")
+    state saves and restores, and NanGuard(locate=True) (the epoch re-run up to its bad step, then that step
+    run eagerly under jax.debug_nans/debug_infs) stops with the same state and names the operation."""
+    hint = r"\(fit\(\.\.\., callbacks=\[NanGuard\(locate=True\)\]\) finds the operation\)"
+    with pytest.warns(RuntimeWarning, match=hint):
+        ts, history = train(optimizer=BOOM, epochs=3, callbacks=[Checkpoint(tmp_path / "a")])
     assert len(history) == 1 and checkpoint.read_metadata(tmp_path / "a" / "checkpoint.fnn")["epoch"] == 1
     on_disk = checkpoint.restore(tmp_path / "a" / "checkpoint.fnn",
-                                 {"train_state": ts, "plateau": None, "best": None})["train_state"]
+                                 {"train_state": ts, "callbacks": {}})["train_state"]
     checkpoint.save(tmp_path / "kept.fnn", ts)
     kept = checkpoint.restore(tmp_path / "kept.fnn", ts)
     for a, b, c in zip(jax.tree.leaves(ts.params), jax.tree.leaves(on_disk.params),
@@ -438,7 +439,7 @@ def test_nonfinite_stop_keeps_a_checkpointable_state_and_debug_nans_locates_it(t
 
     located = r"jax.debug_nans: invalid value \((nan|inf)\) encountered in \w+ at .*\.py:\d+ \(\w+\)"
     with pytest.warns(RuntimeWarning, match=r"at epoch 2, step \d+ of 4 .*" + located) as record:
-        ts_debug, history_debug = train(optimizer=BOOM, epochs=3, debug_nans=True)
+        ts_debug, history_debug = train(optimizer=BOOM, epochs=3, callbacks=[NanGuard(locate=True)])
     assert len(history_debug) == 1 and history_debug.stop_reason == str(record[-1].message)
     for a, b in zip(jax.tree.leaves(ts.params), jax.tree.leaves(ts_debug.params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -21,7 +21,15 @@ from fnn.layers.combinators import serial
 from fnn.layers.dense import Dense
 from fnn.layers.dropout import Dropout
 from fnn.optim._base import default_float
-from fnn.train import fit, init_train_state, resolve_grad_mode, train_step
+from fnn.train import (
+    Checkpoint,
+    EarlyStopping,
+    ReduceLROnPlateau,
+    fit,
+    init_train_state,
+    resolve_grad_mode,
+    train_step,
+)
 
 CE = losses.softmax_cross_entropy
 N, N_VAL, FEATURES, CLASSES, BATCH = 256, 128, 20, 4, 64
@@ -53,7 +61,7 @@ SGD, ADAM = optim.sgd(0.1), optim.adam(1e-2)
 def forced_plateau(factor=0.1):
     """threshold 10 ("rel"): no epoch is an improvement, so with patience 0 the scale is
     multiplied by `factor` after every epoch."""
-    return optim.reduce_on_plateau(factor=factor, patience=0, threshold=10.0)
+    return ReduceLROnPlateau(factor, patience=0, threshold=10.0)
 
 
 def leaves(tree):
@@ -72,7 +80,7 @@ def trees_equal(a, b):
 
 
 def run(epochs, optimizer=ADAM, **kw):
-    kw = {"batch_size": BATCH, "key": jax.random.key(0), "progress": False, **kw}
+    kw = {"batch_size": BATCH, "key": jax.random.key(0), **kw}
     return fit(MLP, CE, optimizer, TRAIN, epochs=epochs, **kw)
 
 
@@ -85,12 +93,12 @@ def by_hand(optimizer, scales, key=None):
     """fit's epochs re-done by hand: epoch e splits the key, draws its batches from
     epoch_indices, and runs train_step on each with lr_scale=scales[e]."""
     x, y = TRAIN
-    ts = init_train_state(MLP, optimizer, x.shape[1:], jax.random.key(0) if key is None else key)
+    ts = init_train_state(MLP, optimizer, x.shape[1:], key=jax.random.key(0) if key is None else key)
     step = jitted_step(optimizer)
     for s in scales:
         k, perm_key = jax.random.split(ts.key)
         ts = ts._replace(key=k)
-        idx, _ = epoch_indices(perm_key, N, BATCH, remainder="drop")
+        idx, _ = epoch_indices(N, BATCH, key=perm_key, remainder="drop")
         for i in np.asarray(idx):
             ts, _ = step(ts, x[i], y[i], None, jnp.asarray(s, default_float()))
     return ts
@@ -104,7 +112,7 @@ def by_hand(optimizer, scales, key=None):
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "per_step"])
 def test_plateau_scales_the_steps(optimizer, fused):
     scales = [1.0, 0.1, 0.1 * 0.1]
-    ts, h = run(3, optimizer, plateau=forced_plateau(), fused=fused)
+    ts, h = run(3, optimizer, callbacks=[forced_plateau()], fused=fused)
     assert h["lr_scale"] == scales
     assert_trees_equal(ts, by_hand(optimizer, scales))   # bitwise: the same step program, batches, scales
     plain, _ = run(3, optimizer, fused=fused)
@@ -128,7 +136,7 @@ def snapshots():
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "per_step"])
 def test_early_stopping_returns_best_state(fused):
     keep, seen = snapshots()
-    ts, h = run(12, val_data=VAL, early_stopping=2, callbacks=(keep,), fused=fused)
+    ts, h = run(12, val_data=VAL, callbacks=(EarlyStopping(2), keep), fused=fused)
     best = h.best_epoch
     assert best == int(np.argmin(h["val_loss"])) + 1 and len(h) == best + 2 and "early stopping" in h.stop_reason
     assert 1 < best, "the data should give a best epoch after the first"
@@ -148,11 +156,12 @@ def test_early_stopping_returns_best_state(fused):
 # Checkpoint resume
 
 
-def interrupted(tmp_path, stop_after, epochs, **kw):
-    """A run of `epochs` epochs interrupted after `stop_after` and resumed from its checkpoint."""
-    _, h1 = run(stop_after, checkpoint_dir=tmp_path, **kw)
+def interrupted(tmp_path, stop_after, epochs, callbacks, **kw):
+    """A run of `epochs` epochs interrupted after `stop_after` and resumed from its checkpoint;
+    `callbacks()` makes the run's callbacks (fresh ones for each fit call)."""
+    _, h1 = run(stop_after, callbacks=[*callbacks(), Checkpoint(tmp_path)], **kw)
     assert len(h1) == stop_after
-    return run(epochs, checkpoint_dir=tmp_path, **kw)
+    return run(epochs, callbacks=[*callbacks(), Checkpoint(tmp_path)], **kw)
 
 
 def assert_same_run(a, b):
@@ -165,31 +174,35 @@ def assert_same_run(a, b):
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "per_step"])
 def test_resume_after_plateau_fired(tmp_path, fused):
-    kw = dict(plateau=forced_plateau(0.5), fused=fused)
-    full = run(3, **kw)
+    def callbacks():
+        return [forced_plateau(0.5)]
+
+    full = run(3, callbacks=callbacks(), fused=fused)
     assert full[1]["lr_scale"] == [1.0, 0.5, 0.25]
     # Interrupted after epoch 1: the plateau has already cut the scale to 0.5, and the resumed
     # epochs must use 0.5 and 0.25 (a run that forgot it would use 1 and 0.5).
-    assert_same_run(full, interrupted(tmp_path, 1, 3, **kw))
+    assert_same_run(full, interrupted(tmp_path, 1, 3, callbacks, fused=fused))
     assert_trees_equal(full[0], by_hand(ADAM, [1.0, 0.5, 0.25]))
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "per_step"])
 def test_resume_keeps_early_stopping_state(tmp_path, fused):
-    kw = dict(val_data=VAL, early_stopping=2, fused=fused)
-    full = run(12, **kw)
+    def callbacks():
+        return [EarlyStopping(2)]
+
+    full = run(12, val_data=VAL, callbacks=callbacks(), fused=fused)
     best, last = full[1].best_epoch, len(full[1])
     # Interrupted between the best epoch and the stop: the resumed run must know the best
     # state and the epochs waited since, stop at the same epoch and return the same state.
     assert best < last - 1
-    assert_same_run(full, interrupted(tmp_path, last - 1, 12, **kw))
+    assert_same_run(full, interrupted(tmp_path, last - 1, 12, callbacks, val_data=VAL, fused=fused))
 
 
 def test_resume_false_starts_afresh(tmp_path):
-    other, _ = run(1, checkpoint_dir=tmp_path, key=jax.random.key(1))
+    other, _ = run(1, callbacks=[Checkpoint(tmp_path)], key=jax.random.key(1))
     fresh = run(2)
-    again = run(2, checkpoint_dir=tmp_path, resume=False)
+    again = run(2, callbacks=[Checkpoint(tmp_path, resume=False)])
     assert_same_run(fresh, again)
     assert not trees_equal(other.params, fresh[0].params)
     # ... and it overwrote the checkpoint: resuming now finds both epochs done.
-    assert_same_run(fresh, run(2, checkpoint_dir=tmp_path))
+    assert_same_run(fresh, run(2, callbacks=[Checkpoint(tmp_path)]))

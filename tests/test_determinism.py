@@ -63,7 +63,7 @@ def digest(tree) -> str:
 
 def train(key=0, fused=True, epochs=2, model=None, optimizer=None, **kw):
     """fit on make_data() (a fresh model and adam unless given); returns (TrainState, History)."""
-    kw = {"batch_size": 64, "progress": False, **kw}
+    kw = {"batch_size": 64, **kw}
     return fit(model or make_model(), CE, optimizer or optim.adam(1e-2), make_data(), epochs=epochs,
                key=jax.random.key(key), fused=fused, **kw)
 
@@ -77,6 +77,7 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 from test_determinism import digest, train
+from fnn.train import Checkpoint
 
 if sys.argv[1] == "digest":
     print(json.dumps({m: digest(train(fused=m == "fused")[0]) for m in ("fused", "per_step")}), flush=True)
@@ -88,7 +89,7 @@ else:  # train OUT EPOCHS PAUSE: fit with a checkpoint, pausing after every epoc
         if epoch > 1:
             time.sleep(pause)
 
-    ts, history = train(epochs=epochs, checkpoint_dir=out, callbacks=(slow,))
+    ts, history = train(epochs=epochs, callbacks=(slow, Checkpoint(out)))
     print(json.dumps({"digest": digest(ts), "train_loss": history["train_loss"]}), flush=True)
 """
 
@@ -135,7 +136,7 @@ def test_different_keys_differ():
         assert not np.array_equal(np.asarray(u), np.asarray(v))
     # The same initialization with another TrainState key: the shuffles and dropout masks
     # alone change every parameter.
-    ts0 = init_train_state(MODEL, ADAM, (8,), jax.random.key(0))
+    ts0 = init_train_state(MODEL, ADAM, (8,), key=jax.random.key(0))
     c, _ = train(train_state=ts0, **shared)
     d, _ = train(train_state=ts0._replace(key=jax.random.key(7)), **shared)
     for u, v in zip(jax.tree.leaves(c.params), jax.tree.leaves(d.params), strict=True):
@@ -162,7 +163,7 @@ def test_no_key_reuse_in_train_steps_and_fit_with_dropout():
     x, y = make_data()
     model, opt = make_model(), optim.sgd(0.1)
     with jax.debug_key_reuse(True):
-        ts = init_train_state(model, opt, (8,), jax.random.key(0))
+        ts = init_train_state(model, opt, (8,), key=jax.random.key(0))
         step = jax.jit(train_step(model, CE, opt, grad_mode="autodiff"))
         for i in range(3):
             ts, _ = step(ts, x[64 * i:64 * (i + 1)], y[64 * i:64 * (i + 1)])
@@ -174,7 +175,7 @@ def test_hand_written_backward_under_key_reuse_checker(mode):
     x, y = make_data()
     model, opt = make_model(), optim.sgd(0.1)
     with jax.debug_key_reuse(True):
-        ts = init_train_state(model, opt, (8,), jax.random.key(0))
+        ts = init_train_state(model, opt, (8,), key=jax.random.key(0))
         jax.jit(train_step(model, CE, opt, grad_mode=mode))(ts, x[:64], y[:64])
 
 

@@ -13,7 +13,7 @@ from fnn.layers.activation import Relu, Sigmoid, Tanh
 from fnn.layers.combinators import serial
 from fnn.layers.dense import Dense
 from fnn.plot import plot_grad_norms
-from fnn.train import History, fit, init_train_state
+from fnn.train import History, StepRecorder, fit, init_train_state
 
 CE = losses.softmax_cross_entropy
 D, C = 12, 3
@@ -181,10 +181,9 @@ def test_recorder_in_fit_and_plot(batch, tmp_path):
     opt = optim.sgd(0.1)
     key = jax.random.key(0)
     rec = diagnostics.recorder(model, CE, *batch, optimizer=opt)
-    ts0 = init_train_state(model, opt, (D,), key)
+    ts0 = init_train_state(model, opt, (D,), key=key)
     rec(0, ts0)
-    ts, _ = fit(model, CE, opt, batch, epochs=3, batch_size=16, key=key, callbacks=[rec], progress=False,
-                train_state=ts0)
+    ts, _ = fit(model, CE, opt, batch, epochs=3, batch_size=16, key=key, callbacks=[rec], train_state=ts0)
     assert [r.epoch for r in rec.records] == [0, 1, 2, 3]
     assert [r.step for r in rec.records] == [0, 4, 8, 12]
     final = diagnostics.layer_report(model, CE, ts.params, ts.state, *batch, optimizer=opt,
@@ -192,7 +191,7 @@ def test_recorder_in_fit_and_plot(batch, tmp_path):
     assert rec.records[-1].report == final
     assert list(rec.grad_norms()) == ["[0] Dense(16)", f"[2] Dense({C})"]
     every2 = diagnostics.recorder(model, CE, *batch, every=2, optimizer=opt)
-    fit(model, CE, opt, batch, epochs=3, batch_size=16, key=key, callbacks=[every2], progress=False)
+    fit(model, CE, opt, batch, epochs=3, batch_size=16, key=key, callbacks=[every2])
     assert [r.epoch for r in every2.records] == [2]
 
     path = plot_grad_norms(rec, tmp_path / "norms.png", title="test")
@@ -204,7 +203,7 @@ def test_recorder_in_fit_and_plot(batch, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------
-# Per-step records from inside the fused epoch: fit(record_every=N)
+# Per-step records from inside the fused epoch: fit(callbacks=[StepRecorder(N)])
 
 
 def test_train_step_layer_stats_match_independent_gradients(batch):
@@ -214,7 +213,7 @@ def test_train_step_layer_stats_match_independent_gradients(batch):
 
     x, y = (jnp.asarray(a, jnp.float64) if a.dtype.kind == "f" else a for a in batch)
     net, opt = RELU_NET, optim.momentum(0.1, 0.9)
-    ts = init_train_state(net, opt, (D,), jax.random.key(3))
+    ts = init_train_state(net, opt, (D,), key=jax.random.key(3))
     new, m = jax.jit(train_step(net, CE, opt, layer_stats=True))(ts, x, y)
     grads = jax.grad(lambda p: CE.value(net.apply(p, ts.state, x)[0], y))(ts.params)
     norm = lambda tree: math.sqrt(sum(float(jnp.sum(a ** 2)) for a in jax.tree.leaves(tree)))
@@ -231,7 +230,7 @@ def test_train_step_layer_stats_match_independent_gradients(batch):
 def test_fit_record_every(batch, fused):
     x, y = batch
     opt = optim.sgd(0.1)
-    _, h = fit(RELU_NET, CE, opt, (x, y), epochs=3, batch_size=8, key=0, record_every=5, progress=False,
+    _, h = fit(RELU_NET, CE, opt, (x, y), epochs=3, batch_size=8, key=0, callbacks=[StepRecorder(5)],
                fused=fused)
     steps = [r["step"] for r in h.steps]
     assert steps == [1, 5, 10, 15, 20]  # 8 steps per epoch, 24 in all
@@ -242,18 +241,18 @@ def test_fit_record_every(batch, fused):
         np.testing.assert_allclose(math.hypot(*r["layer_grad_norms"]), r["grad_norm"], rtol=1e-5)
         # plain SGD: ‖Δθ‖ = lr · ‖g‖ per layer, so the ratio times ‖θ‖ over ‖g‖ is the learning rate
         assert all(0 < v < 1 for v in r["layer_update_ratios"])
-    _, every1 = fit(RELU_NET, CE, opt, (x, y), epochs=1, batch_size=8, key=0, record_every=1, progress=False,
+    _, every1 = fit(RELU_NET, CE, opt, (x, y), epochs=1, batch_size=8, key=0, callbacks=[StepRecorder(1)],
                     fused=fused)
     assert len(every1.steps) == 8
     np.testing.assert_allclose(np.mean([r["loss"] for r in every1.steps]), every1.train_loss[0], rtol=1e-5)
     np.testing.assert_allclose(every1.steps[0]["loss"], h.steps[0]["loss"], rtol=1e-6)
-    assert fit(RELU_NET, CE, opt, (x, y), epochs=1, batch_size=8, key=0, progress=False)[1].steps == []
+    assert fit(RELU_NET, CE, opt, (x, y), epochs=1, batch_size=8, key=0)[1].steps == []
 
 
 def test_fit_record_every_fused_equals_per_step(batch):
     x, y = batch
-    runs = [fit(RELU_NET, CE, optim.adam(1e-2), (x, y), epochs=2, batch_size=16, key=1, record_every=2,
-                progress=False, fused=f)[1].steps for f in (True, False)]
+    runs = [fit(RELU_NET, CE, optim.adam(1e-2), (x, y), epochs=2, batch_size=16, key=1, callbacks=[StepRecorder(2)],
+                fused=f)[1].steps for f in (True, False)]
     np.testing.assert_equal(runs[0], runs[1])  # NaN where a statistic does not apply, in both
 
 
@@ -263,7 +262,7 @@ def test_fit_record_every_exploding(batch, tmp_path):
     net, target = serial(Dense(16), Dense(C)), jax.nn.one_hot(y, C, dtype=jnp.float32)
     with pytest.warns(RuntimeWarning, match="non-finite"):
         _, h = fit(net, losses.mse, optim.sgd(1.0), (x * 10, target), epochs=3, batch_size=8, key=0,
-                   record_every=1, progress=False)
+                   callbacks=[StepRecorder(1)])
     last = h.steps[-1]
     assert not math.isfinite(last["loss"]) or not math.isfinite(last["grad_norm"])  # kept up to the bad step
     assert all(math.isfinite(r["grad_norm"]) for r in h.steps[:-1])
@@ -280,9 +279,9 @@ def test_fit_record_every_exploding(batch, tmp_path):
 
 def test_fit_record_every_errors(batch, tmp_path):
     x, y = batch
-    with pytest.raises(ValueError, match="fit: record_every must be a positive int, got 0"):
-        fit(RELU_NET, CE, optim.sgd(0.1), (x, y), epochs=1, batch_size=8, key=0, record_every=0, progress=False)
-    _, h = fit(RELU_NET, CE, optim.sgd(0.1), (x, y), epochs=1, batch_size=8, key=0, progress=False)
+    with pytest.raises(ValueError, match="StepRecorder: every must be a positive int, got 0"):
+        StepRecorder(0)
+    _, h = fit(RELU_NET, CE, optim.sgd(0.1), (x, y), epochs=1, batch_size=8, key=0)
     with pytest.raises(ValueError, match="no per-step records; train with fit"):
         plot_grad_norms(h, tmp_path / "x.png")
 
@@ -293,8 +292,8 @@ def test_fit_record_every_activation_statistics(batch):
     x, y = batch
     net = serial(Dense(16), Relu(), Dense(16), Tanh(), Dense(16), Sigmoid(), Dense(C))
     opt = optim.sgd(0.1)
-    ts0 = init_train_state(net, opt, (D,), jax.random.key(0))
-    _, h = fit(net, CE, opt, (x, y), epochs=3, batch_size=64, key=0, record_every=2, progress=False,
+    ts0 = init_train_state(net, opt, (D,), key=jax.random.key(0))
+    _, h = fit(net, CE, opt, (x, y), epochs=3, batch_size=64, key=0, callbacks=[StepRecorder(2)],
                train_state=ts0)
     assert [r["step"] for r in h.steps] == [1, 2]
     assert h.activation_names == ["[0] Dense(16)", "[1] Relu", "[2] Dense(16)", "[3] Tanh", "[4] Dense(16)",
@@ -319,13 +318,13 @@ def test_fit_record_every_sees_dead_relus(batch):
     # Biases of -3 on standard-normal inputs through small weights: most ReLU units never fire.
     x, y = batch
     net = serial(Dense(32, w_init=init.normal(0.1), b_init=init.constant(-3.0)), Relu(), Dense(C))
-    _, h = fit(net, CE, optim.sgd(0.01), (x, y), epochs=1, batch_size=16, key=0, record_every=1, progress=False)
+    _, h = fit(net, CE, optim.sgd(0.01), (x, y), epochs=1, batch_size=16, key=0, callbacks=[StepRecorder(1)])
     dead = [r["dead_fraction"][1] for r in h.steps]
     assert len(dead) == 4 and all(d > 0.9 for d in dead), dead
     v = diagnostics.detect_dead_units(h)
     assert v.detected and "[1] Relu" in v.message
-    healthy = fit(RELU_NET, CE, optim.sgd(0.01), (x, y), epochs=1, batch_size=16, key=0, record_every=1,
-                  progress=False)[1]
+    healthy = fit(RELU_NET, CE, optim.sgd(0.01), (x, y), epochs=1, batch_size=16, key=0,
+                  callbacks=[StepRecorder(1)])[1]
     assert not diagnostics.detect_dead_units(healthy).detected
 
 

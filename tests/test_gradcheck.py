@@ -170,14 +170,15 @@ def test_hand_built_layers_have_no_tape_and_keep_the_forward():
 
 
 def test_manual_chain_uses_the_wrong_backward():
-    """value_and_grad(mode="manual") through serial really calls the planted backward."""
+    """value_and_grad(grad_mode="manual") through serial really calls the planted backward."""
     model, loss = serial(dense_with("dw_times_1.01")), losses.softmax_cross_entropy
     _, params, state = model.init(jax.random.key(0), (D,))
     params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
 
     @jax.jit  # one compilation instead of op-by-op dispatch
     def both(params):
-        return [value_and_grad(model, loss, mode)(params, state, X, LABELS)[1] for mode in ("manual", "autodiff")]
+        return [value_and_grad(model, loss, grad_mode=mode)(params, state, X, LABELS)[1]
+                for mode in ("manual", "autodiff")]
 
     gm, ga = both(params)
     np.testing.assert_allclose(gm[0]["w"], 1.01 * ga[0]["w"], rtol=RTOL64)

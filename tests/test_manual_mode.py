@@ -52,7 +52,7 @@ def batch(loss, n, dtype=np.float64, seed=0):
 
 def state64(model, optimizer, input_shape):
     """A TrainState whose params are float64 (init gives float32), with its optimizer state."""
-    ts = init_train_state(model, optimizer, input_shape, jax.random.key(3))
+    ts = init_train_state(model, optimizer, input_shape, key=jax.random.key(3))
     params = cast_floating(ts.params, jnp.float64)
     return ts._replace(params=params, opt_state=optimizer.init(params))
 
@@ -98,8 +98,7 @@ def test_masked_manual_step_equals_autodiff_and_the_real_examples_alone(loss):
 def test_fit_pad_manual_equals_autodiff_and_custom_vjp(loss):
     data = batch(loss, 17, seed=1)
     ts0 = state64(MLP, SGD_FIT, (4,))
-    kw = {"epochs": 2, "batch_size": 12, "key": jax.random.key(0), "progress": False, "remainder": "pad",
-          "train_state": ts0}
+    kw = {"epochs": 2, "batch_size": 12, "key": jax.random.key(0), "remainder": "pad", "train_state": ts0}
     got = {mode: fit(MLP, loss, SGD_FIT, data, grad_mode=mode, **kw) for mode in ("manual", "autodiff", "custom_vjp")}
     ts, hist = got["manual"]
     assert {a.dtype for a in leaves(ts.params)} == {F64} and int(ts.step) == 4
@@ -147,7 +146,7 @@ def test_bfloat16_manual_gradient_within_rounding_of_autodiff(net):
     y = np.arange(12, dtype=np.int32) % 3
     target = (y, MASK.astype(np.float32))
     loss = masked(CE)
-    grads = {mode: leaves(jax.jit(value_and_grad(mixed, loss, mode))(params, state, x, target)[1])
+    grads = {mode: leaves(jax.jit(value_and_grad(mixed, loss, grad_mode=mode))(params, state, x, target)[1])
              for mode in ("manual", "autodiff", "custom_vjp")}
 
     @jax.jit
@@ -176,16 +175,15 @@ def test_float32_policy_equals_plain_float32(mode):
     """Policy(compute_dtype=float32): every cast is a no-op, so training matches plain float32."""
     f32 = Policy(compute_dtype=jnp.float32)
     data = batch(CE, 17, dtype=np.float32, seed=4)
-    kw = {"epochs": 2, "batch_size": 12, "key": jax.random.key(0), "progress": False, "remainder": "pad",
-          "grad_mode": mode}
+    kw = {"epochs": 2, "batch_size": 12, "key": jax.random.key(0), "remainder": "pad", "grad_mode": mode}
     plain, h_plain = fit(MLP, CE, SGD_FIT, data, **kw)
-    policy, h_policy = fit(MLP, CE, SGD_FIT, data, policy=f32, **kw)
+    policy, h_policy = fit(apply_policy(MLP, f32), CE, SGD_FIT, data, **kw)
     assert {a.dtype for a in leaves(policy.params)} == {F32}
     for a, b in zip(leaves(policy.params), leaves(plain.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-7)
     np.testing.assert_allclose(h_policy.train_loss, h_plain.train_loss, rtol=1e-7)
     # The conv net, one train_step (autodiff's conv gradient is slow inside fit's scan on CPU).
-    ts = init_train_state(CNN, SGD_FIT, (6, 6, 2), jax.random.key(5))
+    ts = init_train_state(CNN, SGD_FIT, (6, 6, 2), key=jax.random.key(5))
     x = np.random.default_rng(5).standard_normal((12, 6, 6, 2)).astype(np.float32)
     y = np.arange(12, dtype=np.int32) % 3
     a, _ = jax.jit(train_step(CNN, CE, SGD_FIT, grad_mode=mode))(ts, x, y, jnp.asarray(MASK, jnp.float32))

@@ -78,10 +78,13 @@ def test_fit_rejects_bad_mesh_arguments():
     model = worker.models()["mlp"]
     with pytest.raises(ValueError, match="fit: mesh must be a jax.sharding.Mesh"):
         fit(model, losses.softmax_cross_entropy, optim.sgd(0.1), (x, y), epochs=1, batch_size=4, key=0,
-            mesh="data", progress=False)
-    with pytest.raises(ValueError, match="fit: batch_axis 'model'"):
+            mesh="data")
+    # The deprecated fit(batch_axis=...) kept on purpose: only it can name a batch axis other than
+    # "data", so only it reaches this check (removed with it in 0.3).
+    with pytest.warns(DeprecationWarning, match=r"fit\(batch_axis=\.\.\.\) is deprecated"), \
+            pytest.raises(ValueError, match="fit: batch_axis 'model'"):
         fit(model, losses.softmax_cross_entropy, optim.sgd(0.1), (x, y), epochs=1, batch_size=4, key=0,
-            mesh=parallel.data_mesh(1), batch_axis="model", progress=False)
+            mesh=parallel.data_mesh(1), batch_axis="model")
 
 
 # ----------------------------------------------------------------------------------------

@@ -136,7 +136,7 @@ def test_train_step_keeps_float32_params_opt_state_and_batchnorm_state(key, mode
     from fnn.train import init_train_state
 
     opt = optim.adam(1e-2)
-    ts = init_train_state(CONV, opt, (6, 6, 1), key)
+    ts = init_train_state(CONV, opt, (6, 6, 1), key=key)
     step = jax.jit(train_step(CONV, CE, opt, grad_mode=mode, policy=jnp.bfloat16))
     x = jax.random.normal(key, (8, 6, 6, 1), jnp.float32)
     y = jnp.arange(8) % 3
@@ -159,27 +159,31 @@ def sample():
 
 def test_fit_in_bfloat16_reaches_float32_accuracy(sample):
     train, test = sample
-    kw = {"epochs": 3, "batch_size": 50, "key": jax.random.key(0), "progress": False, "val_data": test,
-          "grad_mode": "manual"}
+    kw = {"epochs": 3, "batch_size": 50, "key": jax.random.key(0), "val_data": test, "grad_mode": "manual"}
     ts32, h32 = fit(MLP_BN, CE, optim.adam(1e-3), train, **kw)
-    ts16, h16 = fit(MLP_BN, CE, optim.adam(1e-3), train, compute_dtype=jnp.bfloat16, **kw)
+    ts16, h16 = fit(apply_policy(MLP_BN, jnp.bfloat16), CE, optim.adam(1e-3), train, **kw)
     assert dtypes(ts16.params) == {F32} and dtypes(ts16.opt_state) == {F32} and dtypes(ts16.state) == {F32}
     assert h32.val_accuracy[-1] > 0.7
     assert abs(h16.val_accuracy[-1] - h32.val_accuracy[-1]) <= 0.03, (h16.val_accuracy, h32.val_accuracy)
     assert abs(h16.train_loss[-1] - h32.train_loss[-1]) <= 0.05 * h32.train_loss[-1]
-    ts_p, h_p = fit(MLP_BN, CE, optim.adam(1e-3), train, policy=Policy(), **kw)
+    ts_p, h_p = fit(apply_policy(MLP_BN, Policy()), CE, optim.adam(1e-3), train, **kw)
     assert h_p.records == [dict(r, seconds=p["seconds"], images_per_second=p["images_per_second"])
                            for r, p in zip(h16.records, h_p.records, strict=True)]
 
 
-def test_fit_refuses_both_spellings(sample):
-    with pytest.raises(ValueError, match="fit: give policy= or compute_dtype=, not both"):
-        fit(MLP_BN, CE, optim.adam(1e-3), sample[0], epochs=1, batch_size=50, key=0, progress=False,
+def test_fit_refuses_both_deprecated_spellings(sample):
+    # The deprecated keywords fit(policy=..., compute_dtype=...) kept on purpose: giving both is an
+    # error only they can make (apply_policy takes one); removed with them in 0.3.
+    with pytest.warns(DeprecationWarning, match=r"fit\((compute_dtype|policy)=\.\.\.\) is deprecated"), \
+            pytest.raises(ValueError, match="fit: give policy= or compute_dtype=, not both"):
+        fit(MLP_BN, CE, optim.adam(1e-3), sample[0], epochs=1, batch_size=50, key=0,
             compute_dtype=jnp.bfloat16, policy=Policy())
-    msg = r"fit: compute_dtype must be a floating dtype \(e\.g\. jnp\.bfloat16\), got int32"
+
+
+def test_apply_policy_refuses_a_non_floating_dtype():
+    msg = r"apply_policy: compute_dtype must be a floating dtype \(e\.g\. jnp\.bfloat16\), got int32"
     with pytest.raises(ValueError, match=msg):
-        fit(MLP_BN, CE, optim.adam(1e-3), sample[0], epochs=1, batch_size=50, key=0, progress=False,
-            compute_dtype=jnp.int32)
+        apply_policy(MLP_BN, jnp.int32)
 
 
 def test_maxpool_backward_in_bfloat16(key):

@@ -76,7 +76,7 @@ def test_fit_compiles_before_epoch_one_and_never_again(fused, compiles):
     def record(epoch, ts, row):
         seen.append((traces[0], compiles[COMPILE_EVENT]))
 
-    kw = dict(batch_size=32, progress=False, fused=fused, val_data=(x[:80], y[:80]), eval_batch_size=32)
+    kw = dict(batch_size=32, fused=fused, val_data=(x[:80], y[:80]))
     fit(net, loss, opt, (x, y), epochs=3, key=jax.random.key(0), callbacks=(record,), **kw)
     assert seen[0][0] == 2  # the training step once, the validation batch once
     assert seen[0][1] > 0  # positive control: the compile counter counts (else "== before" below is vacuous)
@@ -98,7 +98,7 @@ def test_jitted_train_step_traces_once(compiles):
     loss, traces = counting_loss()
     net, opt = model(), optim.momentum(0.1)
     x, y = data(64)
-    ts = init_train_state(net, opt, x.shape[1:], jax.random.key(0))
+    ts = init_train_state(net, opt, x.shape[1:], key=jax.random.key(0))
     step = jax.jit(train_step(net, loss, opt, grad_mode="custom_vjp"))
     before = compiles[COMPILE_EVENT]
     ts, _ = step(ts, x, y, lr_scale=1.0)  # (leaving lr_scale out is another signature: one more trace)
@@ -118,7 +118,7 @@ def test_equal_but_new_objects_get_their_own_programs(compiles):
     loss, traces = counting_loss()
     net = model()
     x, y = data()
-    kw = dict(epochs=1, batch_size=32, key=jax.random.key(0), progress=False)
+    kw = dict(epochs=1, batch_size=32, key=jax.random.key(0))
     fit(net, loss, optim.sgd(0.1), (x, y), **kw)
     before = (traces[0], compiles[COMPILE_EVENT])
     fit(net, loss, optim.sgd(0.1), (x, y), **kw)

@@ -13,7 +13,18 @@ from fnn.layers.combinators import serial
 from fnn.layers.dense import Dense
 from fnn.layers.dropout import Dropout
 from fnn.layers.reshape import Flatten
-from fnn.train import History, TrainState, evaluate, fit, init_train_state, train_step
+from fnn.train import (
+    Checkpoint,
+    EarlyStopping,
+    History,
+    LearningRateLog,
+    ReduceLROnPlateau,
+    TrainState,
+    evaluate,
+    fit,
+    init_train_state,
+    train_step,
+)
 
 CE = losses.softmax_cross_entropy
 
@@ -53,7 +64,7 @@ ADAM, SGD = optim.adam(1e-2), optim.sgd(0.1)
 
 
 def run(data, epochs=2, **kw):
-    kw = {"batch_size": 64, "key": jax.random.key(0), "progress": False, **kw}
+    kw = {"batch_size": 64, "key": jax.random.key(0), **kw}
     return fit(kw.pop("model", MLP), CE, kw.pop("optimizer", ADAM), data, epochs=epochs, **kw)
 
 
@@ -64,7 +75,7 @@ def run(data, epochs=2, **kw):
 def test_train_step_splits_key_and_reports_metrics(data):
     (x, y), _ = data
     model = mlp(drop_rate=0.5)
-    ts = init_train_state(model, optim.sgd(0.1), x.shape[1:], jax.random.key(1))
+    ts = init_train_state(model, optim.sgd(0.1), x.shape[1:], key=jax.random.key(1))
     assert isinstance(ts, TrainState) and ts.step.dtype == jnp.int32
     assert jnp.issubdtype(ts.key.dtype, jax.dtypes.prng_key)
     step = jax.jit(train_step(model, CE, optim.sgd(0.1), grad_mode="manual"))
@@ -84,7 +95,7 @@ def test_train_step_splits_key_and_reports_metrics(data):
 def test_train_step_mask_counts_only_real_examples(data):
     (x, y), _ = data
     model = mlp()
-    ts = init_train_state(model, optim.sgd(0.1), x.shape[1:], jax.random.key(1))
+    ts = init_train_state(model, optim.sgd(0.1), x.shape[1:], key=jax.random.key(1))
     step = jax.jit(train_step(model, CE, optim.sgd(0.1), grad_mode="autodiff"))
     mask = jnp.asarray([1.0] * 20 + [0.0] * 12, jnp.float32)
     xp = np.concatenate([x[:20], x[100:112]])
@@ -102,7 +113,7 @@ def test_evaluate_confusion_and_remainder(data, batch_size):
     _, (xt, yt) = data
     xt, yt = xt[:150], yt[:150]                      # 150 = 2·64 + 22: a padded remainder batch
     model = mlp()
-    ts = init_train_state(model, optim.sgd(0.1), xt.shape[1:], jax.random.key(2))
+    ts = init_train_state(model, optim.sgd(0.1), xt.shape[1:], key=jax.random.key(2))
     r = evaluate(model, CE, ts.params, ts.state, xt, yt, batch_size=batch_size)
     conf = r["confusion"]
     assert conf.shape == (10, 10) and conf.sum() == 150 and r["num_examples"] == 150
@@ -138,11 +149,14 @@ def test_grad_modes_agree(data):
 
 def test_resume_equals_uninterrupted(data, tmp_path):
     (x, y), (xv, yv) = data
-    kw = dict(val_data=(xv, yv), plateau=optim.reduce_on_plateau(factor=0.5, patience=0),
-              early_stopping=5, model=MLP_DROP, grad_mode="custom_vjp")
-    full, hf = run((x, y), epochs=3, checkpoint_dir=tmp_path / "a", **kw)
-    _, h1 = run((x, y), epochs=1, checkpoint_dir=tmp_path / "b", **kw)
-    resumed, hr = run((x, y), epochs=3, checkpoint_dir=tmp_path / "b", **kw)
+    kw = dict(val_data=(xv, yv), model=MLP_DROP, grad_mode="custom_vjp")
+
+    def callbacks(directory):
+        return [ReduceLROnPlateau(0.5, patience=0), EarlyStopping(5), Checkpoint(directory)]
+
+    full, hf = run((x, y), epochs=3, callbacks=callbacks(tmp_path / "a"), **kw)
+    _, h1 = run((x, y), epochs=1, callbacks=callbacks(tmp_path / "b"), **kw)
+    resumed, hr = run((x, y), epochs=3, callbacks=callbacks(tmp_path / "b"), **kw)
     assert_trees_equal(full, resumed)
     assert len(h1) == 1 and len(hr) == 3 and hr.best_epoch == hf.best_epoch
     assert hr["train_loss"] == hf["train_loss"] and hr["lr_scale"] == hf["lr_scale"]
@@ -173,7 +187,7 @@ def test_early_stopping_restores_best(data):
         seen[epoch] = leaves(ts.params)
 
     # Validation labels shifted by one: the better the model fits, the worse the val loss.
-    ts, h = run((x, y), epochs=20, val_data=(xv, (yv + 1) % 10), early_stopping=2, callbacks=(keep,))
+    ts, h = run((x, y), epochs=20, val_data=(xv, (yv + 1) % 10), callbacks=(EarlyStopping(2), keep))
     best = int(np.argmin(h["val_loss"])) + 1
     assert h.best_epoch == best and len(h) == best + 2 and "early stopping" in h.stop_reason
     for u, v in zip(leaves(ts.params), seen[best], strict=True):
@@ -185,8 +199,8 @@ def test_plateau_reduces_learning_rate(data):
     (x, y), _ = data
     # threshold 10 ("rel"): no epoch ever counts as an improvement, so with patience 0
     # the scale drops after every epoch.
-    plateau = optim.reduce_on_plateau(factor=0.1, patience=0, threshold=10.0)
-    _, h = run((x, y), epochs=3, plateau=plateau, learning_rate=1e-2)
+    plateau = ReduceLROnPlateau(0.1, patience=0, threshold=10.0)
+    _, h = run((x, y), epochs=3, callbacks=[plateau, LearningRateLog(1e-2)])
     np.testing.assert_allclose(h["lr_scale"], [1.0, 0.1, 0.01])
     np.testing.assert_allclose(h["lr"], [1e-2, 1e-3, 1e-4])
 
@@ -208,7 +222,7 @@ def test_l2_penalty_equals_weight_decay(data, grad_mode="autodiff"):
 def test_l1_penalty_gradient_is_sign(data):
     (x, y), _ = data
     model = mlp()
-    ts = init_train_state(model, optim.sgd(1.0), x.shape[1:], jax.random.key(3))
+    ts = init_train_state(model, optim.sgd(1.0), x.shape[1:], key=jax.random.key(3))
     plain = jax.jit(train_step(model, CE, optim.sgd(1.0), grad_mode="manual"))
     l1 = jax.jit(train_step(model, CE, optim.sgd(1.0), grad_mode="manual", penalty=losses.l1(0.01)))
     a, ma = plain(ts, x[:64], y[:64])
@@ -248,7 +262,7 @@ def test_fit_refuses_bad_inputs(data):
 
 def test_history_jsonl_round_trip(data, tmp_path):
     (x, y), (xv, yv) = data
-    _, h = run((x, y), val_data=(xv, yv), learning_rate=1e-2)
+    _, h = run((x, y), val_data=(xv, yv), callbacks=[LearningRateLog(1e-2)])
     h.save_jsonl(tmp_path / "h.jsonl")
     back = History.load_jsonl(tmp_path / "h.jsonl")
     assert back.records == h.records and len(back) == 2

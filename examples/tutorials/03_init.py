@@ -95,8 +95,7 @@ def symmetry(key, x, y, epochs):
     for name, w_init in (("zeros", init.zeros), ("constant 0.01", init.constant(0.01)),
                          ("He normal", init.he_normal)):
         ts = init_train_state(models.mlp((784, 32, 10), w_init=w_init), opt, (784,), key=key)
-        ts, hist = fit(base, loss, opt, (x, y), epochs=epochs, batch_size=100, key=key, train_state=ts,
-                       progress=False)
+        ts, hist = fit(base, loss, opt, (x, y), epochs=epochs, batch_size=100, key=key, train_state=ts)
         w1 = np.asarray(ts.params[0]["w"])            # (784, 32): one column per hidden unit
         distinct = len(np.unique(np.round(w1.T, 6), axis=0))
         results[name] = (w1, distinct, hist.train_accuracy[-1])
@@ -125,7 +124,7 @@ def training(key, train, val, epochs):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ts, hist = fit(base, loss, opt, train, epochs=epochs, batch_size=100, key=key, train_state=ts,
-                           val_data=val, progress=False)
+                           val_data=val)
         note = f" (stopped: {caught[0].message})".split(";")[0] + ")" if caught else ""
         acc = evaluate(base, loss, ts.params, ts.state, *val)["accuracy"] if len(hist) else float("nan")
         curves[name] = hist

@@ -73,7 +73,7 @@ def run_all(train, val, width, epochs, key):
     runs = {}
     for name, (model, penalty) in configs(width).items():
         ts, history = fit(model, losses.softmax_cross_entropy, optim.adam(1e-3), train, epochs=epochs,
-                          batch_size=50, key=key, val_data=val, penalty=penalty, progress=False)
+                          batch_size=50, key=key, val_data=val, penalty=penalty)
         runs[name] = (ts, history)
         best = int(np.argmin(history.val_loss))
         print(f"{name:24s} train loss {history.train_loss[-1]:.3f} acc {history.train_accuracy[-1]:.3f} | "

@@ -82,7 +82,7 @@ def train_and_test(models_, train, val, test, epochs, key):
     results = {}
     for name, model in models_.items():
         ts, history = fit(model, loss, optim.adam(1e-3), train, epochs=epochs, batch_size=128, key=key,
-                          val_data=val, progress=False)
+                          val_data=val)
         result = evaluate(model, loss, ts.params, ts.state, *test)
         seconds = sum(history.seconds)
         print(f"{name:8s} val accuracy per epoch {[round(a, 3) for a in history.val_accuracy]}, "

@@ -157,8 +157,7 @@ def learning_rates(train, epochs, key):
     print("fit with lr 100 stops at the first NaN and returns the state from the end of the last good epoch:")
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        ts, history = fit(model, LOSS, optim.sgd(100.0), train, epochs=2, batch_size=50, key=key,
-                          progress=False)
+        ts, history = fit(model, LOSS, optim.sgd(100.0), train, epochs=2, batch_size=50, key=key)
     print(f"  History has {len(history)} epoch(s); stop_reason: {history.stop_reason}")
     print(f"  {diagnostics.detect_exploding(history)}")
     return lrs, curves
