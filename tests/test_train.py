@@ -65,7 +65,7 @@ ADAM, SGD = optim.adam(1e-2), optim.sgd(0.1)
 
 def run(data, epochs=2, **kw):
     kw = {"batch_size": 64, "key": jax.random.key(0), **kw}
-    return fit(kw.pop("model", MLP), CE, kw.pop("optimizer", ADAM), data, epochs=epochs, **kw)
+    return fit(kw.pop("model", MLP), kw.pop("loss", CE), kw.pop("optimizer", ADAM), data, epochs=epochs, **kw)
 
 
 # ----------------------------------------------------------------------------------------
@@ -210,7 +210,7 @@ L2, SGD_WD = losses.l2(0.05), optim.chain(optim.add_weight_decay(0.05), SGD)
 
 def test_l2_penalty_equals_weight_decay(data, grad_mode="autodiff"):
     (x, y), _ = data
-    a, ha = run((x, y), optimizer=SGD, penalty=L2, grad_mode=grad_mode)
+    a, ha = run((x, y), optimizer=SGD, loss=losses.penalized(CE, L2), grad_mode=grad_mode)
     b, hb = run((x, y), optimizer=SGD_WD, grad_mode=grad_mode)
     c, _ = run((x, y), optimizer=SGD, grad_mode=grad_mode)
     for u, v, w in zip(leaves(a.params), leaves(b.params), leaves(c.params), strict=True):

@@ -5,7 +5,7 @@
 A wide MLP trained on a small slice of Fashion-MNIST (1000 images) memorizes it: the training
 loss goes to 0 while the validation loss turns back up. Each regularizer is one argument:
 
-  - L2 / L1 penalties:  fit(..., penalty=losses.l2(λ))  or  losses.l1(λ)
+  - L2 / L1 penalties:  fit(model, losses.penalized(loss, losses.l2(λ)), ...)  or  losses.l1(λ)
   - dropout:            models.mlp(..., dropout=0.5), a Dropout layer after each hidden activation
   - BatchNorm:          serial(Dense, BatchNorm(), Relu, ...)
   - too much of it:     a large λ underfits: train and validation stay poor together.
@@ -72,8 +72,10 @@ def configs(width):
 def run_all(train, val, width, epochs, key):
     runs = {}
     for name, (model, penalty) in configs(width).items():
-        ts, history = fit(model, losses.softmax_cross_entropy, optim.adam(1e-3), train, epochs=epochs,
-                          batch_size=50, key=key, val_data=val, penalty=penalty)
+        loss = losses.softmax_cross_entropy if penalty is None else losses.penalized(losses.softmax_cross_entropy,
+                                                                                      penalty)
+        ts, history = fit(model, loss, optim.adam(1e-3), train, epochs=epochs, batch_size=50, key=key,
+                          val_data=val)
         runs[name] = (ts, history)
         best = int(np.argmin(history.val_loss))
         print(f"{name:24s} train loss {history.train_loss[-1]:.3f} acc {history.train_accuracy[-1]:.3f} | "

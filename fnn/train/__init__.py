@@ -13,7 +13,7 @@ Gradient clipping and weight decay are optimizer transforms, not ``fit`` argumen
 
     opt = optim.chain(optim.clip_by_global_norm(1.0), optim.add_weight_decay(5e-4), optim.sgd(0.1))
 
-An L1/L2 penalty added to the loss goes through ``penalty=losses.l2(5e-4)`` instead (with
+An L1/L2 penalty joins the loss as ``losses.penalized(loss, losses.l2(5e-4))`` instead (with
 plain SGD, ``l2(λ)`` and ``add_weight_decay(λ)`` give the same step). ``History.grad_norm`` is
 the norm of the gradient before any clipping (penalty included).
 
