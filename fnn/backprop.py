@@ -88,7 +88,8 @@ def value_and_grad(model: Layer, loss: Loss, mode: str = "manual", *, penalty: L
       f, jit-compatible; grads has the structure of params in every mode.
     """
     if mode not in GRAD_MODES:
-        raise ValueError(f"value_and_grad: mode must be one of {list(GRAD_MODES)}, got {mode!r}")
+        raise ValueError(f"value_and_grad: mode must be one of {list(MODES)}, got {mode!r} "
+                         f"(or 'auto': custom_vjp with the XLA:CPU kernels on CPU, autodiff elsewhere)")
     cpu_kernels = mode == "auto" and jax.default_backend() == "cpu"
     if mode == "auto":
         mode = "custom_vjp" if cpu_kernels else "autodiff"
