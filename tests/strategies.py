@@ -104,7 +104,7 @@ def conv_blocks(draw, shape, padding=None, strides=None):
         out = _out_size(spatial, pads, k_eff, strides)
     if mode == "zeros" and _xla_swap_bug(kernel, strides, dilation, pads, spatial):
         mode = "edge"  # edge padding is done before the conv, whose own padding is then zero
-    layer = Conv(c_out, tuple(kernel), strides=_one_or_tuple(draw, strides),
+    layer = Conv(c_out, tuple(kernel), stride=_one_or_tuple(draw, strides),
                  padding=padding if isinstance(padding, (str, int)) else tuple(padding),
                  dilation=_one_or_tuple(draw, dilation), padding_mode=mode)
     return Block(layer, layer.name, (*out, c_out))

@@ -113,7 +113,7 @@ def test_only_auto_on_cpu_traces_the_fast_kernels():
     x, y = jnp.ones((2, 5, 5, 1)), jnp.zeros((2, 18))
 
     def grad_prims(mode):
-        vg = backprop.value_and_grad(model, mse, mode)
+        vg = backprop.value_and_grad(model, mse, grad_mode=mode)
         text = str(jax.make_jaxpr(lambda p: vg(p, state, x, y)[1])(params))
         return "dot_general" in text
 
@@ -133,7 +133,7 @@ def test_auto_is_with_own_vjp_cpu_kernels_and_close_to_textbook(key):
     labels = jnp.array([1, 2, 3])
     from fnn.losses import softmax_cross_entropy
 
-    grads = {m: jax.jit(lambda p, m=m: backprop.value_and_grad(model, softmax_cross_entropy, m)(
+    grads = {m: jax.jit(lambda p, m=m: backprop.value_and_grad(model, softmax_cross_entropy, grad_mode=m)(
         p, state, x, labels)[1])(params) for m in ("auto", "custom_vjp", "manual", "autodiff")}
     fast = backprop.with_own_vjp(model, cpu_kernels=True)
     (_, direct) = jax.jit(jax.value_and_grad(
