@@ -4,6 +4,7 @@ Exit status 0 is not enough: each test checks what the script writes (PNG figure
 blank, JSONL records with their keys) or the figures it prints (accuracies above chance, the
 gradient-mode agreement, the detector verdicts), so a script that runs but does nothing fails.
 Quick runs use the embedded Fashion-MNIST sample, so no data set needs to be installed.
+The runs are marked slow (about 90 s of CPU together): `pytest -m slow`, and CI's second stage.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def test_every_example_is_tested():
         assert "--quick" in text.split('"""')[1], f"{name}: the docstring does not show how to run --quick"
 
 
+@pytest.mark.slow  # a subprocess compiling a whole script: CI's slow stage runs it
 def test_data_parallel(tmp_path):
     # Four fake CPU devices: the script then uses them as they are and does not re-execute itself.
     out = _run("data_parallel.py", cwd=tmp_path, xla_flags="--xla_force_host_platform_device_count=4")
@@ -93,6 +95,7 @@ def test_data_parallel(tmp_path):
     assert 0 <= largest < 1e-4, out
 
 
+@pytest.mark.slow  # a subprocess compiling a whole script: CI's slow stage runs it
 def test_diagnose_gradients(tmp_path):
     pytest.importorskip("matplotlib")
     out_dir = tmp_path / "out"
@@ -107,6 +110,7 @@ def test_diagnose_gradients(tmp_path):
         _check_png(out_dir / f"grad_norms_{run}_steps.png")
 
 
+@pytest.mark.slow  # a subprocess compiling a whole script: CI's slow stage runs it
 def test_hparam_search(tmp_path):
     out_dir = tmp_path / "out"
     out = _run("hparam_search.py", "--out", str(out_dir), cwd=tmp_path)
@@ -137,6 +141,7 @@ def _init_rows(out: str) -> dict[tuple[str, str], list[float]]:
     return rows
 
 
+@pytest.mark.slow  # a subprocess compiling a whole script: CI's slow stage runs it
 def test_init_scales(tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "out" / "init_scales.png"
@@ -153,6 +158,7 @@ def test_init_scales(tmp_path):
     _check_png(png)
 
 
+@pytest.mark.slow  # a subprocess compiling a whole script: CI's slow stage runs it
 def test_mixed_precision(tmp_path):
     out = _run("mixed_precision.py", cwd=tmp_path)
     assert "sample: 3000 training images, mlp(784, 256, 10), 1 epoch(s)" in out, out
@@ -165,6 +171,7 @@ def test_mixed_precision(tmp_path):
                       ("['float32', 'int32']", "['dot_general: bfloat16']", "float32")], out
 
 
+@pytest.mark.slow  # a subprocess compiling a whole script: CI's slow stage runs it
 def test_mlp_two_modes(tmp_path):
     out = _run("mlp_two_modes.py", cwd=tmp_path)
     worst = _number(r"step\s+599\s+loss \S+\s+worst grad rel\. difference so far " + FLOAT, out)
@@ -175,6 +182,7 @@ def test_mlp_two_modes(tmp_path):
     assert "the two gradient modes agree" in out, out
 
 
+@pytest.mark.slow  # a subprocess compiling a whole script: CI's slow stage runs it
 def test_optimizers_2d(tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "out" / "optimizers_2d.png"
@@ -189,6 +197,7 @@ def test_optimizers_2d(tmp_path):
     _check_png(png)
 
 
+@pytest.mark.slow  # a subprocess compiling a whole script: CI's slow stage runs it
 def test_train_fashion_mnist(tmp_path):
     pytest.importorskip("matplotlib")
     out_dir = tmp_path / "out"

@@ -49,6 +49,7 @@ def test_every_tutorial_is_listed():
     assert scripts == set(FIGURES)
 
 
+@pytest.mark.slow  # seven subprocesses, ~2 min of CPU: CI's slow stage runs them
 @pytest.mark.parametrize("script", sorted(FIGURES))
 def test_tutorial_runs_quick_and_writes_its_figures(script, tmp_path):
     pytest.importorskip("matplotlib")
