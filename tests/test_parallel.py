@@ -91,6 +91,7 @@ def test_fit_rejects_bad_mesh_arguments():
 # One process, 8 devices
 
 
+@pytest.mark.slow  # a subprocess with 8 fake devices, ~40 s: CI's slow stage runs it
 def test_eight_devices_in_one_process(tmp_path):
     """One subprocess (one test, so that pytest-xdist never runs it twice) for every case of
     _parallel_worker.CASES: params and BatchNorm state equal one-device training to float

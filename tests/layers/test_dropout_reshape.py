@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import batch, float_dtypes, seeds, shapes, tol
 
@@ -48,6 +48,7 @@ def test_dropout_rate_outside_range(rate):
         Dropout(rate)
 
 
+@settings(max_examples=6)  # each example compiles two checks of new shapes
 @given(shape=shapes(1, 4), n=batch, seed=seeds)
 def test_flatten_and_reshape_backward(shape, n, seed):
     key = jax.random.key(seed)
