@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from trees import assert_trees_equal, leaves
 
 from fnn import losses, optim
 from fnn.data import epoch_indices
@@ -64,15 +65,6 @@ def forced_plateau(factor=0.1):
     return ReduceLROnPlateau(factor, patience=0, threshold=10.0)
 
 
-def leaves(tree):
-    def host(a):
-        return np.asarray(jax.random.key_data(a) if jnp.issubdtype(a.dtype, jax.dtypes.prng_key) else a)
-    return [host(a) for a in jax.tree.leaves(tree)]
-
-
-def assert_trees_equal(a, b):
-    for u, v in zip(leaves(a), leaves(b), strict=True):
-        np.testing.assert_array_equal(u, v)
 
 
 def trees_equal(a, b):

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from trees import assert_trees_equal, leaves
 
 from fnn import losses, optim
 from fnn.data import Standardizer, load_sample
@@ -46,15 +47,6 @@ def mlp(hidden=16, drop_rate=0.0):
     return serial(*layers, Dense(10))
 
 
-def leaves(tree):
-    def host(a):
-        return np.asarray(jax.random.key_data(a) if jnp.issubdtype(a.dtype, jax.dtypes.prng_key) else a)
-    return [host(a) for a in jax.tree.leaves(tree)]
-
-
-def assert_trees_equal(a, b):
-    for u, v in zip(leaves(a), leaves(b), strict=True):
-        np.testing.assert_array_equal(u, v)
 
 
 # Shared model and optimizer objects: fit caches its compiled programs per (model, loss,

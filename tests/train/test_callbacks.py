@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from trees import assert_trees_equal as assert_same
 
 from fnn import checkpoint, losses, optim
 from fnn.layers import Dense, Dropout, Relu, serial
@@ -40,15 +41,6 @@ def _data(n=96, seed=0):
 DATA, VAL = _data(), _data(48, 1)
 
 
-def leaves(tree):
-    def host(a):
-        return np.asarray(jax.random.key_data(a) if jnp.issubdtype(a.dtype, jax.dtypes.prng_key) else a)
-    return [host(a) for a in jax.tree.leaves(tree)]
-
-
-def assert_same(a, b):
-    for u, v in zip(leaves(a), leaves(b), strict=True):
-        np.testing.assert_array_equal(u, v)
 
 
 def run(epochs=3, **kw):

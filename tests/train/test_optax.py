@@ -6,9 +6,9 @@ epoch of ``optax.adam`` followed by one epoch of ``optax.chain(optax.adam, optax
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from trees import leaves
 
 from fnn import losses
 from fnn.layers import Dense, Relu, serial
@@ -30,10 +30,6 @@ def _data(n=96):
 DATA = _data()
 
 
-def leaves(tree):
-    def host(a):
-        return np.asarray(jax.random.key_data(a) if jnp.issubdtype(a.dtype, jax.dtypes.prng_key) else a)
-    return [host(a) for a in jax.tree.leaves(tree)]
 
 
 @pytest.fixture(autouse=True)
