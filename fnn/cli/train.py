@@ -1,4 +1,4 @@
-"""The command line: ``fnn train ...`` (also ``python -m fnn train ...``), the main job.
+"""``fnn train``: the main job.
 
 Loads Fashion-MNIST or MNIST, splits off a validation set, standardizes with statistics of
 the training split only, trains with ``fnn.train.fit``, evaluates on the test set and writes
@@ -11,59 +11,29 @@ messages and warnings go to stderr.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 import time
 from pathlib import Path
 
-MODELS = ("simple_cnn", "lenet5", "alexnet", "vgg", "resnet", "bn_cnn", "mlp")
-DATASETS = ("fashion-mnist", "mnist")
-OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adamw", "rprop")
-GRAD_MODES = ("auto", "autodiff", "manual", "custom_vjp")
-
-CLASS_NAMES = {
-    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"),
-    "mnist": tuple(str(d) for d in range(10)),
-}
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+from fnn.cli._args import (
+    CLASS_NAMES,
+    DATASETS,
+    GRAD_MODES,
+    MODELS,
+    OPTIMIZERS,
+    _Exit,
+    _fraction,
+    _log,
+    _positive_float,
+    _positive_int,
+    format_confusion,
+)
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fnn",
-                                     description="fnn: a functional neural-network library on JAX.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def register(sub) -> None:
+    """Add ``fnn train`` to the subcommand parsers ``sub``."""
     t = sub.add_parser(
         "train", help="train a model on Fashion-MNIST or MNIST and evaluate it on the test set",
         description="Train a model on Fashion-MNIST or MNIST, evaluate it on the test set and save "
@@ -112,11 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--record-every", type=_positive_int, default=None, metavar="N",
                    help="record per-layer gradient norms and update ratios every N steps "
                         "(steps.jsonl and grad_norms.png under --out)")
-    return parser
-
-
-def _log(*args) -> None:
-    print(*args, file=sys.stderr, flush=True)
+    t.set_defaults(run=run)
 
 
 def _build_optimizer(args):
@@ -145,28 +111,6 @@ def _build_model(name: str, input_shape: tuple[int, ...], num_classes: int):
         # One flat serial, so per-layer diagnostics (--record-every) see each Dense layer.
         return serial(Flatten(), *sublayers(models.mlp((math.prod(input_shape), 256, 256, num_classes))))
     return getattr(models, name)(num_classes=num_classes, input_shape=input_shape)
-
-
-def format_confusion(conf, class_names) -> str:
-    """A compact text confusion matrix: rows = true class, columns = predicted class."""
-    short = [c.replace("/", "")[:5] for c in class_names]
-    width = max(5, len(str(int(conf.max()))))
-    name_w = max(len(c) for c in class_names)
-    lines = ["confusion matrix (rows: true class, columns: predicted class)",
-             " " * name_w + " " + " ".join(f"{s:>{width}}" for s in short) + f" {'acc':>6}"]
-    for i, (name, row) in enumerate(zip(class_names, conf, strict=True)):
-        total = int(row.sum())
-        acc = row[i] / total if total else float("nan")
-        lines.append(f"{name:>{name_w}} " + " ".join(f"{int(v):>{width}}" for v in row) + f" {acc:>6.3f}")
-    return "\n".join(lines)
-
-
-class _Exit(Exception):
-    """Stop `fnn train` with this exit code after logging the message."""
-
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 def _load_data(args):
@@ -261,7 +205,8 @@ def _report(args, out: Path, ds, history, result, wall0: float) -> dict:
     }
 
 
-def train(args) -> int:
+def run(args) -> int:
+    """``fnn train``: returns the exit status."""
     from fnn import losses, precision
     from fnn.train import echo, evaluate, fit, table_header
 
@@ -304,15 +249,3 @@ def train(args) -> int:
         sys.stdout.flush()
         print(json.dumps(report), flush=True)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``fnn`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    if args.command == "train":
-        return train(args)
-    return 2  # argparse refuses unknown commands before this
-
-
-if __name__ == "__main__":
-    sys.exit(main())

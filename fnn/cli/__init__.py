@@ -1,0 +1,39 @@
+"""The command line: ``fnn COMMAND ...`` (also ``python -m fnn COMMAND ...``).
+
+Each subcommand is one module of this package with ``register(sub)``, which adds its parser
+and sets ``run``, the function that takes the parsed arguments and returns the exit status.
+``fnn train`` (``fnn.cli.train``) is the main job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fnn.cli import train
+from fnn.cli._args import format_confusion
+
+COMMANDS = (train,)
+"""The subcommand modules, in the order ``fnn --help`` lists them."""
+
+__all__ = ["COMMANDS", "build_parser", "format_confusion", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fnn`` argument parser with every subcommand of ``COMMANDS``."""
+    parser = argparse.ArgumentParser(prog="fnn",
+                                     description="fnn: a functional neural-network library on JAX.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fnn`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""What the ``fnn`` subcommands share: argument types, dataset names, logging, the exit signal."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+MODELS = ("simple_cnn", "lenet5", "alexnet", "vgg", "resnet", "bn_cnn", "mlp")
+DATASETS = ("fashion-mnist", "mnist")
+OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adamw", "rprop")
+GRAD_MODES = ("auto", "autodiff", "manual", "custom_vjp")
+
+CLASS_NAMES = {
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+    "mnist": tuple(str(d) for d in range(10)),
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return value
+
+
+def _log(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+class _Exit(Exception):
+    """Stop `fnn train` with this exit code after logging the message."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def format_confusion(conf, class_names) -> str:
+    """A compact text confusion matrix: rows = true class, columns = predicted class."""
+    short = [c.replace("/", "")[:5] for c in class_names]
+    width = max(5, len(str(int(conf.max()))))
+    name_w = max(len(c) for c in class_names)
+    lines = ["confusion matrix (rows: true class, columns: predicted class)",
+             " " * name_w + " " + " ".join(f"{s:>{width}}" for s in short) + f" {'acc':>6}"]
+    for i, (name, row) in enumerate(zip(class_names, conf, strict=True)):
+        total = int(row.sum())
+        acc = row[i] / total if total else float("nan")
+        lines.append(f"{name:>{name_w}} " + " ".join(f"{int(v):>{width}}" for v in row) + f" {acc:>6.3f}")
+    return "\n".join(lines)
