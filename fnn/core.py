@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnn.typing import Array, ArrayLike, Key, PyTree
+
 
 class Layer(NamedTuple):
     """A layer as three pure functions (see DESIGN.md).
@@ -43,16 +45,17 @@ class Layer(NamedTuple):
     """
 
     name: str
-    init: Callable
-    apply: Callable
-    backward: Callable
-    fwd: Callable | None = None
-    bwd: Callable | None = None
-    children: tuple = ()
+    init: Callable[..., Any]
+    apply: Callable[..., Any]
+    backward: Callable[..., Any]
+    fwd: Callable[..., Any] | None = None
+    bwd: Callable[..., Any] | None = None
+    children: tuple[Layer, ...] = ()
     kind: str | None = None
 
 
-def layer_fwd(layer: Layer, params, state, x, *, key=None, train=False):
+def layer_fwd(layer: Layer, params: PyTree, state: PyTree, x: Array, *, key: Key | None = None,
+              train: bool = False) -> tuple[Array, PyTree, Any]:
     """Forward pass keeping what the backward pass needs: -> (y, new_state, saved)."""
     if layer.fwd is not None:
         return layer.fwd(params, state, x, key=key, train=train)
@@ -60,7 +63,8 @@ def layer_fwd(layer: Layer, params, state, x, *, key=None, train=False):
     return y, new_state, x
 
 
-def layer_bwd(layer: Layer, params, state, saved, dy, *, key=None, train=False):
+def layer_bwd(layer: Layer, params: PyTree, state: PyTree, saved: Any, dy: Array, *, key: Key | None = None,
+              train: bool = False) -> tuple[PyTree, Array]:
     """Backward pass from what ``layer_fwd`` saved: -> (dparams, dx)."""
     if layer.bwd is not None:
         return layer.bwd(params, state, saved, dy, key=key, train=train)
@@ -245,7 +249,7 @@ def check_key(name: str, key: Any, train: bool) -> None:
                          f"got {type(key).__name__} {key!r}")
 
 
-def promote(*arrays):
+def promote(*arrays: ArrayLike) -> tuple[Array, ...]:
     """Cast arrays to their common floating dtype (standard promotion, whatever the global mode).
 
     Layers compute in the common dtype of ``x`` and ``params`` (DESIGN.md: Dtypes); doing the

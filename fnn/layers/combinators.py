@@ -7,11 +7,14 @@ manual gradient of a whole network runs the forward pass once and the backward p
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from fnn.core import Layer, check_shape, layer_bwd, layer_fwd
+from fnn.typing import Array, Key, PyTree
 
 
 @contextlib.contextmanager
@@ -34,7 +37,9 @@ def _again(key):
     return None if key is None else jax.random.clone(key)
 
 
-def run_serial(layers, params, state, x, *, key=None, train=False, tape=False):
+def run_serial(layers: Sequence[Layer], params: Sequence[PyTree], state: Sequence[PyTree], x: Array, *,
+               key: Key | None = None, train: bool = False,
+               tape: bool = False) -> Iterator[tuple[Array, PyTree, Any]]:
     """Run `layers` in sequence exactly as ``serial``'s apply and fwd do, yielding per layer
     ``(y, new_state, saved)``: its output, its new state, and (``tape=True``: ``layer_fwd``)
     what its backward needs, else None (``layer.apply``).

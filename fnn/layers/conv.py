@@ -8,6 +8,9 @@ form; ``grad_mode="auto"`` on XLA:CPU swaps in a faster weight gradient (fnn/lay
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -34,6 +37,7 @@ from fnn.layers._geometry import (
     pads_for,
     stride_arg,
 )
+from fnn.typing import Initializer, Padding, Size
 
 _LETTERS = {1: "W", 2: "HW", 3: "DHW"}
 
@@ -96,8 +100,9 @@ def _weight_grad(xp, dy, kernel, stride, dilation, pads, rem):
     return lax.conv_general_dilated(xp, dy, dilation, dw_pads, rhs_dilation=stride, dimension_numbers=roles)
 
 
-def Conv(out_channels: int, kernel_size, *, stride=1, padding="VALID", dilation=1, use_bias: bool = True,
-         w_init=he_normal, padding_mode: str = "zeros", strides=RENAMED) -> Layer:
+def Conv(out_channels: int, kernel_size: Sequence[int], *, stride: Size = 1, padding: Padding = "VALID",
+         dilation: Size = 1, use_bias: bool = True, w_init: Initializer = he_normal, padding_mode: str = "zeros",
+         strides: Any = RENAMED) -> Layer:
     """N-d convolution (cross-correlation, as in every framework), channels-last.
 
     Args:
@@ -188,8 +193,8 @@ def Conv(out_channels: int, kernel_size, *, stride=1, padding="VALID", dilation=
     return Layer(name, init, apply, backward, kind="conv")
 
 
-def _fixed_rank(nd: int):
-    def make(out_channels: int, kernel_size, **kwargs) -> Layer:
+def _fixed_rank(nd: int) -> Callable[..., Layer]:
+    def make(out_channels: int, kernel_size: Size, **kwargs: Any) -> Layer:
         if is_int(kernel_size):
             kernel_size = (kernel_size,) * nd
         elif not isinstance(kernel_size, (tuple, list)) or len(kernel_size) != nd:

@@ -7,9 +7,10 @@ import jax.numpy as jnp
 
 from fnn.core import Layer, check_input, check_params, check_positive_int, check_shape, promote
 from fnn.init import glorot_uniform, zeros
+from fnn.typing import Initializer
 
 
-def Dense(out_dim: int, w_init=glorot_uniform, b_init=zeros) -> Layer:
+def Dense(out_dim: int, w_init: Initializer = glorot_uniform, b_init: Initializer = zeros) -> Layer:
     """Fully connected layer: y = x @ w + b, with w (D, M) and b (M,)."""
     out_dim = check_positive_int("Dense", "out_dim", out_dim)
     name = f"Dense({out_dim})"
@@ -35,7 +36,7 @@ def Dense(out_dim: int, w_init=glorot_uniform, b_init=zeros) -> Layer:
     return Layer(name, init, apply, backward, kind="dense")
 
 
-def Maxout(out_dim: int, pieces: int, w_init=glorot_uniform) -> Layer:
+def Maxout(out_dim: int, pieces: int, w_init: Initializer = glorot_uniform) -> Layer:
     """Maxout (Goodfellow et al. 2013): y_m = max_k (x @ w[:, m, k] + b[m, k]).
 
     w: (D, M, K), b: (M, K). Where pieces tie, the gradient is split evenly between them,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +21,7 @@ from jax import lax
 from fnn.core import Layer, check_float, check_shape, fmt_shape
 from fnn.layers import _fast_cpu
 from fnn.layers._geometry import RENAMED, ints, is_int, out_spatial, padding_spec, pads_for, stride_arg, window_slice
+from fnn.typing import Padding, Size
 
 
 class PoolRule(NamedTuple):
@@ -135,17 +136,20 @@ def _pool(base: str, kind: str, rule: PoolRule, window, stride, padding, extra_n
     return Layer(name, init, apply, backward, kind=kind)
 
 
-def MaxPool(window, stride=None, padding="VALID", *, strides=RENAMED) -> Layer:
+def MaxPool(window: Size, stride: Size | None = None, padding: Padding = "VALID", *,
+            strides: Any = RENAMED) -> Layer:
     """Maximum over each window (N-d: one size per spatial dim); stride defaults to the window."""
     return _pool("MaxPool", "max_pool", MAX, window, stride_arg("MaxPool", stride, strides), padding)
 
 
-def MinPool(window, stride=None, padding="VALID", *, strides=RENAMED) -> Layer:
+def MinPool(window: Size, stride: Size | None = None, padding: Padding = "VALID", *,
+            strides: Any = RENAMED) -> Layer:
     """Minimum over each window; stride defaults to the window."""
     return _pool("MinPool", "min_pool", MIN, window, stride_arg("MinPool", stride, strides), padding)
 
 
-def AvgPool(window, stride=None, padding="VALID", count_include_pad: bool = True, *, strides=RENAMED) -> Layer:
+def AvgPool(window: Size, stride: Size | None = None, padding: Padding = "VALID", count_include_pad: bool = True, *,
+            strides: Any = RENAMED) -> Layer:
     """Mean over each window; stride defaults to the window.
 
     count_include_pad: with padding, whether padded cells count in the divisor. True (the
@@ -157,8 +161,9 @@ def AvgPool(window, stride=None, padding="VALID", count_include_pad: bool = True
                  [] if count_include_pad else ["count_include_pad=False"])
 
 
-def _fixed_rank(make, nd: int):
-    def pool(window, stride=None, padding="VALID", *, strides=RENAMED, **kwargs) -> Layer:
+def _fixed_rank(make: Callable[..., Layer], nd: int) -> Callable[..., Layer]:
+    def pool(window: Size, stride: Size | None = None, padding: Padding = "VALID", *, strides: Any = RENAMED,
+             **kwargs: Any) -> Layer:
         as_tuple = lambda v: (v,) * nd if is_int(v) else v
         if isinstance(window, (tuple, list)) and len(window) != nd:
             raise ValueError(f"{make.__name__}{nd}D: window must be an int or a tuple of {nd} ints, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -26,7 +27,7 @@ def Flatten() -> Layer:
     return Layer(name, init, apply, backward, kind="flatten")
 
 
-def Reshape(shape) -> Layer:
+def Reshape(shape: Sequence[int]) -> Layer:
     """(N, *input_shape) -> (N, *shape); one entry of `shape` may be -1."""
     shape = tuple(int(d) for d in shape)
     name = f"Reshape({fmt_shape(shape)})"
