@@ -75,15 +75,15 @@ class Loss(NamedTuple):
     """A loss as two pure functions: value(pred, target) -> scalar, backward(pred, target) -> dpred."""
 
     name: str
-    value: Callable
-    backward: Callable
+    value: Callable[..., Any]
+    backward: Callable[..., Any]
 
 
 class Optimizer(NamedTuple):
     """init(params) -> opt_state; update(grads, opt_state, params, **extra) -> (updates, opt_state)."""
 
-    init: Callable
-    update: Callable
+    init: Callable[..., Any]
+    update: Callable[..., Any]
 
 
 # ----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnn.core import Layer, Loss
+from fnn.typing import ArrayLike, DTypeLike, Key, PyTree, ShapeLike
 
 
 class GradCheckError(AssertionError):
@@ -94,8 +95,9 @@ def _fd_rel_err(fd, an):
     return float(np.max(np.abs(fd - an) / np.maximum(np.maximum(np.abs(an), np.abs(fd)), 1e-8)))
 
 
-def check_layer(layer: Layer, input_shape, *, key, batch_size: int = 3, dtype=jnp.float64,
-                train: bool = False, x=None, params=None, state=None, rtol: float | None = None,
+def check_layer(layer: Layer, input_shape: ShapeLike, *, key: Key, batch_size: int = 3,
+                dtype: DTypeLike = jnp.float64, train: bool = False, x: ArrayLike | None = None,
+                params: PyTree | None = None, state: PyTree | None = None, rtol: float | None = None,
                 fd: bool | None = None, fd_eps: float = 1e-6, fd_rtol: float = 1e-6,
                 fd_directions: int = 3) -> GradReport:
     """Compare ``layer.backward`` with ``jax.vjp`` of ``layer.apply`` (and finite differences).
@@ -158,8 +160,9 @@ def check_layer(layer: Layer, input_shape, *, key, batch_size: int = 3, dtype=jn
     return GradReport(err, fd_err, tuple(out_shape))
 
 
-def check_loss(loss: Loss, pred, target, *, key, rtol: float | None = None, fd: bool | None = None,
-               fd_eps: float = 1e-6, fd_rtol: float = 1e-6, fd_directions: int = 3) -> GradReport:
+def check_loss(loss: Loss, pred: PyTree, target: ArrayLike | None, *, key: Key, rtol: float | None = None,
+               fd: bool | None = None, fd_eps: float = 1e-6, fd_rtol: float = 1e-6,
+               fd_directions: int = 3) -> GradReport:
     """Compare ``loss.backward(pred, target)`` with ``jax.grad`` of ``loss.value`` (and finite differences).
 
     `pred` may be any pytree of float arrays (a tuple for the triplet loss).
@@ -191,8 +194,9 @@ def check_loss(loss: Loss, pred, target, *, key, rtol: float | None = None, fd: 
     return GradReport(err, fd_err, ())
 
 
-def check_model(model: Layer, loss: Loss, input_shape, target, *, key, batch_size: int | None = None,
-                dtype=jnp.float64, train: bool = True, x=None, params=None, state=None,
+def check_model(model: Layer, loss: Loss, input_shape: ShapeLike, target: ArrayLike, *, key: Key,
+                batch_size: int | None = None, dtype: DTypeLike = jnp.float64, train: bool = True,
+                x: ArrayLike | None = None, params: PyTree | None = None, state: PyTree | None = None,
                 rtol: float | None = None, fd: bool | None = None, fd_eps: float = 1e-6,
                 fd_rtol: float = 1e-6, fd_directions: int = 3) -> GradReport:
     """Compare ``backprop.value_and_grad(model, loss, grad_mode="manual")`` with "autodiff" and finite differences.

@@ -22,12 +22,12 @@ Note: unlike ``jax.nn.initializers``, the named normal initializers here draw fr
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 
-Initializer = Callable[..., jax.Array]
+from fnn.typing import Array, DTypeLike, Initializer, Key, ShapeLike
 
 # Standard deviation of a unit normal truncated to [-2, 2]; dividing by it restores unit variance.
 _TRUNC_STD = 0.87962566103423978
@@ -43,13 +43,13 @@ def _fans(shape: Sequence[int]) -> tuple[float, float]:
     return float(shape[-2] * receptive), float(shape[-1] * receptive)
 
 
-def zeros(key, shape, dtype=jnp.float32):
+def zeros(key: Key | None, shape: ShapeLike, dtype: DTypeLike = jnp.float32) -> Array:
     """All zeros."""
     del key
     return jnp.zeros(shape, dtype)
 
 
-def ones(key, shape, dtype=jnp.float32):
+def ones(key: Key | None, shape: ShapeLike, dtype: DTypeLike = jnp.float32) -> Array:
     """All ones."""
     del key
     return jnp.ones(shape, dtype)
@@ -58,7 +58,7 @@ def ones(key, shape, dtype=jnp.float32):
 def constant(value: float) -> Initializer:
     """All entries equal to `value`."""
 
-    def init(key, shape, dtype=jnp.float32):
+    def init(key: Key | None, shape: ShapeLike, dtype: DTypeLike = jnp.float32) -> Array:
         del key
         return jnp.full(shape, value, dtype)
 
@@ -68,7 +68,7 @@ def constant(value: float) -> Initializer:
 def normal(stddev: float = 1e-2) -> Initializer:
     """N(0, stddev²)."""
 
-    def init(key, shape, dtype=jnp.float32):
+    def init(key: Key, shape: ShapeLike, dtype: DTypeLike = jnp.float32) -> Array:
         return stddev * jax.random.normal(key, shape, dtype)
 
     return init
@@ -77,7 +77,7 @@ def normal(stddev: float = 1e-2) -> Initializer:
 def uniform(scale: float = 1e-2) -> Initializer:
     """U(-scale, scale), variance scale²/3 (symmetric, unlike jax.nn.initializers.uniform)."""
 
-    def init(key, shape, dtype=jnp.float32):
+    def init(key: Key, shape: ShapeLike, dtype: DTypeLike = jnp.float32) -> Array:
         return jax.random.uniform(key, shape, dtype, -scale, scale)
 
     return init
@@ -100,7 +100,7 @@ def variance_scaling(scale: float, mode: str = "fan_in", distribution: str = "no
     if not scale > 0:
         raise ValueError(f"variance_scaling: scale must be > 0, got {scale!r}")
 
-    def init(key, shape, dtype=jnp.float32):
+    def init(key: Key, shape: ShapeLike, dtype: DTypeLike = jnp.float32) -> Array:
         fan_in, fan_out = _fans(shape)
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
         var = scale / n

@@ -10,7 +10,8 @@ one-hot row (so its example adds nothing to the loss): validate labels when load
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +27,7 @@ from fnn.core import (
     is_concrete,
     promote,
 )
+from fnn.typing import Array, ArrayLike
 
 # PyTorch's BCELoss clamps log terms at -100 so that p = 0 or 1 gives a finite loss; so do we.
 _LOG_FLOOR = -100.0
@@ -46,14 +48,14 @@ def _check_regression(name, pred, target):
     check_nonempty(name, "pred", pred)
 
 
-def _mse_value(pred, target):
+def _mse_value(pred: Array, target: ArrayLike) -> Array:
     """mean((pred − target)²) over all elements. pred, target: same shape."""
     _check_regression("mse", pred, target)
     pred, target = promote(pred, target)
     return jnp.mean((pred - target) ** 2)
 
 
-def _mse_backward(pred, target):
+def _mse_backward(pred: Array, target: ArrayLike) -> Array:
     """d/dpred = 2(pred − target)/size."""
     _check_regression("mse", pred, target)
     p, t = promote(pred, target)
@@ -63,14 +65,14 @@ def _mse_backward(pred, target):
 mse = Loss("mse", _mse_value, _mse_backward)
 
 
-def _mae_value(pred, target):
+def _mae_value(pred: Array, target: ArrayLike) -> Array:
     """mean|pred − target| over all elements."""
     _check_regression("mae", pred, target)
     pred, target = promote(pred, target)
     return jnp.mean(jnp.abs(pred - target))
 
 
-def _mae_backward(pred, target):
+def _mae_backward(pred: Array, target: ArrayLike) -> Array:
     """d/dpred = sign(pred − target)/size (0 where they are equal, as autodiff of |·|)."""
     _check_regression("mae", pred, target)
     p, t = promote(pred, target)
@@ -94,7 +96,7 @@ def _check_binary(name, pred, target):
             raise ValueError(f"{name}: target must be in [0, 1], got values in [{np.min(t)}, {np.max(t)}]")
 
 
-def _bce_value(pred, target):
+def _bce_value(pred: Array, target: ArrayLike) -> Array:
     """−mean(t·log p + (1−t)·log(1−p)); pred: probabilities, log terms floored at −100 as PyTorch."""
     _check_binary("binary_cross_entropy", pred, target)
     p, t = promote(pred, target)
@@ -103,7 +105,7 @@ def _bce_value(pred, target):
     return -jnp.mean(t * log_p + (1 - t) * log_1mp)
 
 
-def _bce_backward(pred, target):
+def _bce_backward(pred: Array, target: ArrayLike) -> Array:
     """d/dp = (−t/p + (1−t)/(1−p))/size, each term 0 where its log is floored."""
     _check_binary("binary_cross_entropy", pred, target)
     p, t = promote(pred, target)
@@ -115,14 +117,14 @@ def _bce_backward(pred, target):
 binary_cross_entropy = Loss("binary_cross_entropy", _bce_value, _bce_backward)
 
 
-def _sbce_value(logits, target):
+def _sbce_value(logits: Array, target: ArrayLike) -> Array:
     """mean(max(z, 0) − z·t + log(1 + e^−|z|)): binary cross-entropy of σ(z), stable for any z."""
     _check_binary("sigmoid_binary_cross_entropy", logits, target)
     z, t = promote(logits, target)
     return jnp.mean(jnp.maximum(z, 0) - z * t + jnp.log1p(jnp.exp(-jnp.abs(z))))
 
 
-def _sbce_backward(logits, target):
+def _sbce_backward(logits: Array, target: ArrayLike) -> Array:
     """d/dz = (σ(z) − t)/size."""
     _check_binary("sigmoid_binary_cross_entropy", logits, target)
     z, t = promote(logits, target)
@@ -161,7 +163,7 @@ def _targets(name, scores, labels):
     return promote(labels, scores)[0].astype(scores.dtype)
 
 
-def _softmax_cross_entropy_value(logits, labels):
+def _softmax_cross_entropy_value(logits: Array, labels: ArrayLike) -> Array:
     """Mean over examples of −Σ_m t_m · log softmax(logits)_m.
 
     Args:
@@ -172,7 +174,7 @@ def _softmax_cross_entropy_value(logits, labels):
     return -jnp.sum(t * jax.nn.log_softmax(logits, axis=-1)) / max(np.shape(logits)[0], 1)
 
 
-def _softmax_cross_entropy_backward(logits, labels):
+def _softmax_cross_entropy_backward(logits: Array, labels: ArrayLike) -> Array:
     """d/dz = (softmax(z)·Σt − t)/N, which is (softmax(z) − t)/N for one-hot labels."""
     t = _targets("softmax_cross_entropy", logits, labels)
     sm = jax.nn.softmax(logits, axis=-1)
@@ -183,7 +185,7 @@ softmax_cross_entropy = Loss("softmax_cross_entropy", _softmax_cross_entropy_val
                              _softmax_cross_entropy_backward)
 
 
-def _cross_entropy_value(probs, labels):
+def _cross_entropy_value(probs: Array, labels: ArrayLike) -> Array:
     """Mean over examples of −Σ_m t_m · log p_m, with p probabilities (N, M) (e.g. after Softmax).
 
     log p is floored at −100 as PyTorch's NLL of clamped logs, so p = 0 stays finite.
@@ -192,7 +194,7 @@ def _cross_entropy_value(probs, labels):
     return -jnp.sum(t * jnp.maximum(jnp.log(probs), _LOG_FLOOR)) / max(np.shape(probs)[0], 1)
 
 
-def _cross_entropy_backward(probs, labels):
+def _cross_entropy_backward(probs: Array, labels: ArrayLike) -> Array:
     """d/dp = −t/(p·N), 0 where the log is floored."""
     t = _targets("cross_entropy", probs, labels)
     return jnp.where(jnp.log(probs) > _LOG_FLOOR, -t / probs, 0.0) / max(np.shape(probs)[0], 1)
@@ -318,11 +320,11 @@ class Penalized(NamedTuple):
         return f"{self.loss.name} + {self.penalty.name}"
 
     @property
-    def value(self):
+    def value(self) -> Callable[..., Any]:
         return self.loss.value
 
     @property
-    def backward(self):
+    def backward(self) -> Callable[..., Any]:
         return self.loss.backward
 
 

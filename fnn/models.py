@@ -8,6 +8,7 @@ where noted) and end with logits: pair them with ``losses.softmax_cross_entropy`
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from fnn.core import Layer, check_input, check_positive_int, check_range, check_shape, fmt_shape
 from fnn.layers.activation import Relu, Tanh
@@ -18,6 +19,7 @@ from fnn.layers.dropout import Dropout
 from fnn.layers.norm import BatchNorm
 from fnn.layers.pool import AvgPool, GlobalAvgPool, MaxPool
 from fnn.layers.reshape import Flatten
+from fnn.typing import ShapeLike
 
 
 def _for_input(name: str, net: Layer, input_shape) -> Layer:
@@ -60,7 +62,7 @@ def _nd(name, input_shape):
 
 
 def mlp(sizes: Sequence[int], activation: Callable | Layer = Relu, *, dropout: float = 0.0,
-        **dense_kwargs) -> Layer:
+        **dense_kwargs: Any) -> Layer:
     """Multilayer perceptron: sizes = (input, hidden..., output), e.g. mlp((784, 256, 256, 10)).
 
     Dense → activation (→ Dropout) for every hidden size, then a Dense output (logits).
@@ -78,7 +80,7 @@ def mlp(sizes: Sequence[int], activation: Callable | Layer = Relu, *, dropout: f
     return _for_input(f"mlp{sizes}", serial(*layers), (sizes[0],))
 
 
-def simple_cnn(num_classes: int = 10, input_shape=(28, 28, 1)) -> Layer:
+def simple_cnn(num_classes: int = 10, input_shape: ShapeLike = (28, 28, 1)) -> Layer:
     """The benchmark workload: Conv32-3x3-SAME, ReLU, MaxPool2, Conv64-3x3-SAME, ReLU, MaxPool2,
     Flatten, Dense128, ReLU, Dense(num_classes). 421,642 parameters at 28x28x1 with 10 classes."""
     nd = _nd("simple_cnn", input_shape)
@@ -87,7 +89,7 @@ def simple_cnn(num_classes: int = 10, input_shape=(28, 28, 1)) -> Layer:
     return _for_input("simple_cnn", net, input_shape)
 
 
-def lenet5(num_classes: int = 10, input_shape=(28, 28, 1), batch_norm: bool = False, dropout: float = 0.0,
+def lenet5(num_classes: int = 10, input_shape: ShapeLike = (28, 28, 1), batch_norm: bool = False, dropout: float = 0.0,
            activation: Callable | Layer = Tanh, pool: str = "avg") -> Layer:
     """LeNet-5 (LeCun et al. 1998) adapted to 28x28 inputs.
 
@@ -115,7 +117,7 @@ def lenet5(num_classes: int = 10, input_shape=(28, 28, 1), batch_norm: bool = Fa
     return _for_input("lenet5", serial(*layers), input_shape)
 
 
-def alexnet(num_classes: int = 10, input_shape=(28, 28, 1), dropout: float = 0.5) -> Layer:
+def alexnet(num_classes: int = 10, input_shape: ShapeLike = (28, 28, 1), dropout: float = 0.5) -> Layer:
     """AlexNet's pattern (Krizhevsky et al. 2012) scaled to small images.
 
     Five 3x3 SAME convs (32, 64, 96, 96, 64 channels) with ReLU, overlapping 3x3/stride-2 max
@@ -132,8 +134,9 @@ def alexnet(num_classes: int = 10, input_shape=(28, 28, 1), dropout: float = 0.5
     return _for_input("alexnet", serial(*layers), input_shape)
 
 
-def vgg(num_classes: int = 10, input_shape=(28, 28, 1), stages: Sequence[Sequence[int]] = ((32, 32), (64, 64),
-        (128, 128)), batch_norm: bool = False, hidden: int = 256, dropout: float = 0.5) -> Layer:
+def vgg(num_classes: int = 10, input_shape: ShapeLike = (28, 28, 1),
+        stages: Sequence[Sequence[int]] = ((32, 32), (64, 64), (128, 128)), batch_norm: bool = False,
+        hidden: int = 256, dropout: float = 0.5) -> Layer:
     """VGG-style (Simonyan & Zisserman 2014): per stage, 3x3 SAME convs (→ BatchNorm) → ReLU, then a
     2x2 max pool; then Flatten-Dense(hidden)-ReLU-Dropout-Dense. The default stages at
     28x28x1 (28 → 14 → 7 → 3): 584,170 parameters with 10 classes (batch_norm: +448)."""
@@ -149,7 +152,7 @@ def vgg(num_classes: int = 10, input_shape=(28, 28, 1), stages: Sequence[Sequenc
     return _for_input("vgg", serial(*layers), input_shape)
 
 
-def resnet(num_classes: int = 10, input_shape=(28, 28, 1), stages: Sequence[int] = (16, 32, 64),
+def resnet(num_classes: int = 10, input_shape: ShapeLike = (28, 28, 1), stages: Sequence[int] = (16, 32, 64),
            blocks_per_stage: int = 2) -> Layer:
     """A small ResNet (He et al. 2016, the CIFAR variant): a 3x3 conv stem with BatchNorm and ReLU;
     per stage, basic blocks Residual([Conv3x3-BN-ReLU-Conv3x3-BN]) → ReLU, the first block of
@@ -170,7 +173,7 @@ def resnet(num_classes: int = 10, input_shape=(28, 28, 1), stages: Sequence[int]
     return _for_input("resnet", serial(*layers), input_shape)
 
 
-def bn_cnn(num_classes: int = 10, input_shape=(28, 28, 1), widths: Sequence[int] = (32, 64),
+def bn_cnn(num_classes: int = 10, input_shape: ShapeLike = (28, 28, 1), widths: Sequence[int] = (32, 64),
            hidden: int = 256, conv_dropout: float = 0.25, dropout: float = 0.5) -> Layer:
     """A BatchNorm + Dropout conv net meant for ≥ 93% on Fashion-MNIST.
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from fnn.diagnostics import Record, records_to_series
 from fnn.train import History
+from fnn.typing import ArrayLike
 
 INSTALL_HINT = "fnn.plot needs matplotlib: pip install 'fnn[plots]'"
 
@@ -46,7 +48,8 @@ def _save(fig, canvas_cls, path) -> Path:
     return path
 
 
-def plot_history(history, path: str | os.PathLike, *, title: str | None = None) -> Path:
+def plot_history(history: History | Mapping[str, Sequence[Any]], path: str | os.PathLike, *,
+                 title: str | None = None) -> Path:
     """Loss and accuracy per epoch, train and validation, side by side, saved as a PNG.
 
     Args:
@@ -97,7 +100,7 @@ def plot_history(history, path: str | os.PathLike, *, title: str | None = None) 
     return _save(fig, FigureCanvasAgg, path)
 
 
-def plot_confusion(confusion, class_names: Sequence[str] | None, path: str | os.PathLike, *,
+def plot_confusion(confusion: ArrayLike, class_names: Sequence[str] | None, path: str | os.PathLike, *,
                    title: str | None = None) -> Path:
     """A confusion matrix as a PNG: rows = true class, columns = predicted class.
 
@@ -147,7 +150,7 @@ def plot_confusion(confusion, class_names: Sequence[str] | None, path: str | os.
     return _save(fig, FigureCanvasAgg, path)
 
 
-def plot_grad_norms(records, path: str | os.PathLike, *, title: str | None = None,
+def plot_grad_norms(records: Any, path: str | os.PathLike, *, title: str | None = None,
                     xlabel: str | None = None) -> Path:
     """Per-layer gradient norms over training (log scale, one line per layer with parameters).
 

@@ -4,8 +4,8 @@ Walks every public module of ``fnn`` (no leading underscore in its dotted name),
 the names it lists in ``__all__`` (without one: the public names it defines itself): functions, the public methods of the
 classes fnn defines, and the ``value``/``backward`` functions of module-level ``Loss``
 objects (``losses.mse.value`` is how a user calls a loss). A parameter counts as annotated when
-its signature has an annotation; ``self``/``cls`` and ``*args``/``**kwargs`` named ``_`` are
-exempt. Prints each missing annotation and a summary; ``tests/test_typing.py`` asserts none
+its signature has an annotation (``self``/``cls`` are exempt; ``__init__`` has no return
+to annotate). Prints each missing annotation and a summary; ``tests/test_typing.py`` asserts none
 are missing.
 
     python scripts/annotations.py

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Sequence
+
+import numpy as np
 
 MODELS = ("simple_cnn", "lenet5", "alexnet", "vgg", "resnet", "bn_cnn", "mlp")
 DATASETS = ("fashion-mnist", "mnist")
@@ -60,7 +63,7 @@ class _Exit(Exception):
         self.code = code
 
 
-def format_confusion(conf, class_names) -> str:
+def format_confusion(conf: np.ndarray, class_names: Sequence[str]) -> str:
     """A compact text confusion matrix: rows = true class, columns = predicted class."""
     short = [c.replace("/", "")[:5] for c in class_names]
     width = max(5, len(str(int(conf.max()))))

@@ -11,6 +11,7 @@ messages and warnings go to stderr.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -32,7 +33,7 @@ from fnn.cli._args import (
 )
 
 
-def register(sub) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     """Add ``fnn train`` to the subcommand parsers ``sub``."""
     t = sub.add_parser(
         "train", help="train a model on Fashion-MNIST or MNIST and evaluate it on the test set",
@@ -205,7 +206,7 @@ def _report(args, out: Path, ds, history, result, wall0: float) -> dict:
     }
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """``fnn train``: returns the exit status."""
     from fnn import losses, precision
     from fnn.train import echo, evaluate, fit, table_header

@@ -15,6 +15,7 @@ import numpy as np
 from fnn._deprecation import key_keyword_only, warn_deprecated
 from fnn.core import check_choice, check_positive_int
 from fnn.data.preprocess import check_xy
+from fnn.typing import ArrayLike, DTypeLike
 
 
 class Batches(NamedTuple):
@@ -34,7 +35,7 @@ class Batches(NamedTuple):
 
 @key_keyword_only(0)
 def epoch_indices(n: int, batch_size: int, *, key: jax.Array, remainder: str = "drop",
-                  mask_dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
+                  mask_dtype: DTypeLike = jnp.float32) -> tuple[jax.Array, jax.Array]:
     """One epoch's shuffled example indices, cut into equal batches: what ``epoch_batches`` gathers.
 
     ``fit``'s fused epoch scans over these and gathers each batch inside the scan
@@ -77,7 +78,7 @@ def _indices(name: str, key, n: int, batch_size: int, remainder: str, mask_dtype
 
 
 @key_keyword_only(0)
-def epoch_batches(x, y, batch_size: int, *, key: jax.Array, remainder: str = "drop") -> Batches:
+def epoch_batches(x: ArrayLike, y: ArrayLike, batch_size: int, *, key: jax.Array, remainder: str = "drop") -> Batches:
     """Shuffle on the device with `key` and cut one epoch into equal batches.
 
     remainder="drop": ``steps = N // batch_size``; the last ``N % batch_size`` examples of
@@ -119,7 +120,7 @@ def epoch_batches(x, y, batch_size: int, *, key: jax.Array, remainder: str = "dr
     return Batches(xb, yb, mask)
 
 
-def iterate_batches(x, y, batch_size: int, *, key: jax.Array | None = None, shuffle: bool = True,
+def iterate_batches(x: ArrayLike, y: ArrayLike, batch_size: int, *, key: jax.Array | None = None, shuffle: bool = True,
                     remainder: str = "keep",
                     drop_remainder: bool | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield host (NumPy) batches, for data that does not fit on the device.

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +13,7 @@ import numpy as np
 
 from fnn._deprecation import key_keyword_only
 from fnn.core import check_choice, check_finite, check_range, fmt_shape
+from fnn.typing import ArrayLike
 
 # ----------------------------------------------------------------------------------------
 # Scaling
@@ -114,7 +115,7 @@ class Standardizer(NamedTuple):
 # The x/y check, and the split
 
 
-def check_xy(name: str, x, y) -> int:
+def check_xy(name: str, x: ArrayLike, y: ArrayLike) -> int:
     """N, the number of examples of x and y, checked: both (N, ...) with the same N > 0.
 
     Shared by ``train_val_split`` and the batching functions (``fnn.data.batching``).
@@ -140,7 +141,8 @@ def check_xy(name: str, x, y) -> int:
 
 
 @key_keyword_only(0)
-def train_val_split(x, y, val_fraction: float, *, key: jax.Array):
+def train_val_split(x: ArrayLike, y: ArrayLike, val_fraction: float, *,
+                    key: jax.Array) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
     """Split off a random validation set, deterministically for a given key.
 
     ``train_val_split(key, x, y, val_fraction)``, the key first, still works until 0.3 with a

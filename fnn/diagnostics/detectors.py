@@ -8,7 +8,7 @@ thresholds are module constants and arguments of the detectors. They read a ``Re
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -100,7 +100,7 @@ def _series(obj) -> tuple[list[float], list[float], str | None]:
     return [float(v) for v in np.ravel(np.asarray(obj, dtype=np.float64))], [], None
 
 
-def detect_exploding(history_or_norms, *, growth: float = EXPLODING_GROWTH,
+def detect_exploding(history_or_norms: Any, *, growth: float = EXPLODING_GROWTH,
                      loss_spike: float = LOSS_SPIKE) -> Verdict:
     """Exploding gradients or divergence over training.
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
@@ -11,6 +11,7 @@ from fnn.backprop import resolve_grad_mode
 from fnn.core import Layer, Loss, Optimizer, check_positive_int
 from fnn.diagnostics.report import Report, layer_report
 from fnn.train import Callback, History
+from fnn.typing import ArrayLike
 
 
 class Record(NamedTuple):
@@ -31,7 +32,7 @@ class Recorder(Callback):
     inside the callback, before ``fit`` donates the buffers to the next epoch.
     """
 
-    def __init__(self, model: Layer, loss: Loss, x_probe, y_probe, *, every: int = 1,
+    def __init__(self, model: Layer, loss: Loss, x_probe: ArrayLike, y_probe: ArrayLike, *, every: int = 1,
                  optimizer: Optimizer | None = None, grad_mode: str = "auto"):
         grad_mode = resolve_grad_mode(grad_mode, name="recorder")
         self.model, self.loss, self.optimizer, self.grad_mode = model, loss, optimizer, grad_mode
@@ -40,10 +41,10 @@ class Recorder(Callback):
         self.records: list[Record] = []
         self.__name__ = "diagnostics.recorder"
 
-    def on_epoch_end(self, run) -> None:
+    def on_epoch_end(self, run: Any) -> None:
         self(run.epoch, run.ts)
 
-    def __call__(self, epoch: int, train_state, record: dict | None = None) -> None:
+    def __call__(self, epoch: int, train_state: Any, record: dict | None = None) -> None:
         if epoch % self.every:
             return None
         rep = layer_report(self.model, self.loss, train_state.params, train_state.state, self.x_probe,
@@ -69,7 +70,7 @@ class Recorder(Callback):
         return f"Recorder(every={self.every}, {len(self.records)} records)"
 
 
-def recorder(model: Layer, loss: Loss, x_probe, y_probe, *, every: int = 1,
+def recorder(model: Layer, loss: Loss, x_probe: ArrayLike, y_probe: ArrayLike, *, every: int = 1,
              optimizer: Optimizer | None = None, grad_mode: str = "auto") -> Recorder:
     """A ``fit`` callback recording ``layer_report`` on (x_probe, y_probe) every `every` epochs.
 
@@ -93,7 +94,7 @@ def recorder(model: Layer, loss: Loss, x_probe, y_probe, *, every: int = 1,
 
 
 
-def records_to_series(records) -> tuple[list[int], dict[str, list[float]], dict[str, list[float]]]:
+def records_to_series(records: Any) -> tuple[list[int], dict[str, list[float]], dict[str, list[float]]]:
     """(x axis, grad norms per layer, update ratios per layer) from a Recorder, a list of
     ``Record`` or a list of ``Report`` (x = record index then), or a ``History`` from
     a ``StepRecorder`` (x = global step); layers without parameters are left out."""

@@ -21,6 +21,7 @@ from fnn.backprop import resolve_grad_mode, value_and_grad
 from fnn.core import Layer, Loss, Optimizer, layer_fwd
 from fnn.layers.combinators import run_serial
 from fnn.train.probe import SIGMOID_SATURATION, TANH_SATURATION
+from fnn.typing import ArrayLike, PyTree
 
 ACTIVATION_KINDS = ("relu", "sigmoid", "tanh")
 """Layer kinds with a statistic of their own: dead units (relu), saturation (sigmoid, tanh)."""
@@ -217,9 +218,9 @@ def _combined(norms) -> float | None:
     return math.sqrt(sum(v * v for v in leaves)) if leaves else None
 
 
-def layer_report(model: Layer, loss: Loss, params, state, x, y, *, optimizer: Optimizer | None = None,
-                 opt_state=None, key: jax.Array | None = None, train: bool = False,
-                 grad_mode: str = "auto") -> Report:
+def layer_report(model: Layer, loss: Loss, params: PyTree, state: PyTree, x: ArrayLike, y: ArrayLike, *,
+                 optimizer: Optimizer | None = None, opt_state: PyTree | None = None, key: jax.Array | None = None,
+                 train: bool = False,                 grad_mode: str = "auto") -> Report:
     """Per-layer gradient, update and activation statistics of `model` on one batch.
 
     Args:

@@ -8,7 +8,6 @@ inside the per-leaf functions, so float32 parameters stay float32 under strict p
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -16,8 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnn.core import check_range, check_tree_match, is_concrete
-
-Schedule = Callable[[jax.Array], Any]
+from fnn.typing import Schedule
 
 
 def default_float() -> jnp.dtype:

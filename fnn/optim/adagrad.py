@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from fnn.core import Optimizer
 from fnn.optim._base import as_schedule, check_grads, check_nonneg, current_lr, zero_count
+from fnn.typing import LearningRate
 
 
 class AdagradState(NamedTuple):
@@ -31,7 +32,7 @@ def _adagrad_step(g, s, *, lr, eps):
     return -lr.astype(s.dtype) * g / (jnp.sqrt(s) + eps)
 
 
-def adagrad(learning_rate, eps: float = 1e-10, initial_accumulator: float = 0.0) -> Optimizer:
+def adagrad(learning_rate: LearningRate, eps: float = 1e-10, initial_accumulator: float = 0.0) -> Optimizer:
     """AdaGrad (Duchi, Hazan & Singer, 2011), as ``torch.optim.Adagrad``.
 
     s ← s + g², θ ← θ − lr·g / (√s + ε). torch's ``lr_decay`` is a schedule here:

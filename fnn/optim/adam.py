@@ -18,6 +18,7 @@ from fnn.optim._base import (
     current_lr,
     zero_count,
 )
+from fnn.typing import LearningRate
 
 
 class AdamState(NamedTuple):
@@ -67,7 +68,7 @@ def _moments_and_step(grads, state, lr, b1, b2, eps, bias_correction):
     return updates, AdamState(state.count + 1, m, v)
 
 
-def adam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+def adam(learning_rate: LearningRate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
          bias_correction: bool = True) -> Optimizer:
     """Adam (Kingma & Ba, 2015, Algorithm 1), as ``torch.optim.Adam`` and ``optax.adam``.
 
@@ -100,7 +101,7 @@ def adam(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     return Optimizer(init, update)
 
 
-def adamw(learning_rate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+def adamw(learning_rate: LearningRate, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
           weight_decay: float = 1e-2) -> Optimizer:
     """AdamW (Loshchilov & Hutter, 2019), as ``torch.optim.AdamW``: Adam plus θ ← θ − lr·λ·θ.
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from fnn.core import Optimizer, check_range
 from fnn.optim._base import as_schedule, check_grads, check_unit, current_lr, zero_count
+from fnn.typing import LearningRate
 
 
 class MomentumState(NamedTuple):
@@ -35,7 +36,7 @@ def _descend(v, *, lr):
     return -lr.astype(v.dtype) * v
 
 
-def momentum(learning_rate, momentum: float = 0.9, dampening: float = 0.0) -> Optimizer:
+def momentum(learning_rate: LearningRate, momentum: float = 0.9, dampening: float = 0.0) -> Optimizer:
     """Heavy-ball momentum (Polyak, 1964) in PyTorch's form, as ``torch.optim.SGD(momentum=)``.
 
     v ← μ·v + (1 − dampening)·g (with v₁ = g), θ ← θ − lr·v. With dampening 0 this is
@@ -65,7 +66,7 @@ def momentum(learning_rate, momentum: float = 0.9, dampening: float = 0.0) -> Op
     return Optimizer(init, update)
 
 
-def ema_momentum(learning_rate, decay: float = 0.9) -> Optimizer:
+def ema_momentum(learning_rate: LearningRate, decay: float = 0.9) -> Optimizer:
     """Momentum as an exponential moving average of gradients (the course's form).
 
     v ← γ·v + (1 − γ)·g with v₀ = 0, θ ← θ − lr·v: Polyak's (1964) momentum written as

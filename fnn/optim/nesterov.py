@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from fnn.core import Optimizer
 from fnn.optim._base import as_schedule, check_grads, check_unit, current_lr, zero_count
 from fnn.optim.momentum import MomentumState, _heavy_ball_velocity
+from fnn.typing import LearningRate
 
 
 def _nesterov_step(g, v, *, momentum, lr):
@@ -18,7 +19,7 @@ def _nesterov_step(g, v, *, momentum, lr):
     return -lr.astype(v.dtype) * (g + momentum * v)
 
 
-def nesterov(learning_rate, momentum: float = 0.9) -> Optimizer:
+def nesterov(learning_rate: LearningRate, momentum: float = 0.9) -> Optimizer:
     """Nesterov accelerated gradient (Nesterov, 1983; Sutskever et al., 2013), PyTorch's form.
 
     v ← μ·v + g, θ ← θ − lr·(g + μ·v), as ``torch.optim.SGD(momentum=μ, nesterov=True)``

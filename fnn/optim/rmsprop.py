@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from fnn.core import Optimizer
 from fnn.optim._base import as_schedule, check_grads, check_nonneg, check_unit, current_lr, zero_count
+from fnn.typing import LearningRate
 
 
 class RmspropState(NamedTuple):
@@ -54,7 +55,7 @@ def _descend(d, *, lr):
     return -lr.astype(d.dtype) * d
 
 
-def rmsprop(learning_rate, decay: float = 0.99, eps: float = 1e-8, eps_inside_sqrt: bool = False,
+def rmsprop(learning_rate: LearningRate, decay: float = 0.99, eps: float = 1e-8, eps_inside_sqrt: bool = False,
             centered: bool = False, momentum: float = 0.0) -> Optimizer:
     """RMSprop (Tieleman & Hinton, 2012, Coursera lecture 6.5), as ``torch.optim.RMSprop``.
 

@@ -9,6 +9,7 @@ import jax
 
 from fnn.core import Optimizer
 from fnn.optim._base import as_schedule, check_grads, current_lr, zero_count
+from fnn.typing import LearningRate
 
 
 class SgdState(NamedTuple):
@@ -22,7 +23,7 @@ def _sgd_step(g, *, lr):
     return -lr.astype(g.dtype) * g
 
 
-def sgd(learning_rate) -> Optimizer:
+def sgd(learning_rate: LearningRate) -> Optimizer:
     """Stochastic gradient descent: θ ← θ − lr·g (Robbins & Monro, 1951).
 
     Same as ``torch.optim.SGD(lr=...)`` and ``optax.sgd``. For L2 regularisation chain

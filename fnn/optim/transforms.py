@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from fnn.core import Optimizer, check_range, check_tree_match
 from fnn.optim._base import as_schedule, check_nonneg, current_lr, zero_count
+from fnn.typing import LearningRate, PyTree
 
 
 class EmptyState(NamedTuple):
@@ -45,7 +46,7 @@ def _sum_of_squares(x, *, dtype):
     return jnp.sum(x * x)
 
 
-def global_norm(tree) -> jax.Array:
+def global_norm(tree: PyTree) -> jax.Array:
     """√(Σ over all leaves of Σ x²): the l2 norm of the whole pytree flattened into one vector.
 
     Computed in the widest float dtype of the leaves (at least float32); 0 for an empty tree.
@@ -60,7 +61,7 @@ def _add(p, u):
     return p + u.astype(p.dtype)
 
 
-def apply_updates(params, updates):
+def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
     """params + updates, leaf by leaf, keeping each parameter's dtype."""
     check_tree_match("apply_updates", "updates", params, updates)
     return jax.tree.map(_add, params, updates)
@@ -71,7 +72,7 @@ def _is_transform(opt) -> bool:
     return callable(getattr(opt, "init", None)) and callable(getattr(opt, "update", None))
 
 
-def chain(*optimizers) -> Optimizer:
+def chain(*optimizers: Any) -> Optimizer:
     """Compose transforms left to right: each one's updates feed the next.
 
     The state is a tuple with one entry per transform (as ``optax.chain``). fnn's own
@@ -194,7 +195,7 @@ def _scale_step(u, *, lr):
     return -lr.astype(u.dtype) * u
 
 
-def scale_by_learning_rate(learning_rate) -> Optimizer:
+def scale_by_learning_rate(learning_rate: LearningRate) -> Optimizer:
     """u ← −lr·u, with lr = schedule(count)·lr_scale: the last stage of a hand-built chain.
 
     ``chain(clip_by_value(1.0), scale_by_learning_rate(0.1))`` is clipped SGD.

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from fnn import optim
 from fnn.core import Optimizer
+from fnn.typing import ArrayLike, Key, PyTree
 
 
 def _decay_step(u, p, *, weight_decay):
@@ -41,11 +42,11 @@ def _scale_param(p, *, scale):
     return p * jnp.asarray(scale).astype(p.dtype)
 
 
-def scale_params(params, scale):
+def scale_params(params: PyTree, scale: ArrayLike) -> PyTree:
     """Every parameter times `scale` (a float or a traced scalar), in the parameter's dtype."""
     return jax.tree.map(partial(_scale_param, scale=scale), params)
 
 
-def seed_key(config: Mapping, default_key):
+def seed_key(config: Mapping, default_key: Key) -> Key:
     """``jax.random.key(config["seed"])``, or `default_key` when the config has no seed."""
     return jax.random.key(int(config["seed"])) if "seed" in config else default_key

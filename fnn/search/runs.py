@@ -22,6 +22,7 @@ from fnn.search.reserved import scale_params, seed_key
 from fnn.search.spaces import grid, sample
 from fnn.search.trials import SearchResult, Trial, sort_trials, trial_json
 from fnn.train import Progress, as_key, fit, init_train_state
+from fnn.typing import Data
 
 
 def _score_of(name: str, out) -> tuple[float, dict]:
@@ -157,9 +158,10 @@ class _FitObjective:
 
 
 def fit_objective(make_model: Callable[[dict], Layer], loss: Loss,
-                  make_optimizer: Callable[[dict], Optimizer], train_data, val_data=None, *, epochs: int,
+                  make_optimizer: Callable[[dict], Optimizer], train_data: Data, val_data: Data | None = None, *,
+                  epochs: int,
                   batch_size: int, key: jax.Array,
-                  metric: str = "val_loss", **fit_kwargs) -> Callable[[dict], dict]:
+                  metric: str = "val_loss", **fit_kwargs: Any) -> Callable[[dict], dict]:
     """A ``run(config)`` for the searches: train with ``fit`` and score the last epoch.
 
     Args:

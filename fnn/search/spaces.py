@@ -124,7 +124,7 @@ def _uniforms(key, num_trials: int, num_dims: int) -> jax.Array:
     return jax.vmap(lambda tt: jax.vmap(lambda jj: one(tt, jj))(j))(t)
 
 
-def to_python(v):
+def to_python(v: Any) -> Any:
     """A NumPy scalar as the Python scalar it holds; anything else unchanged (for JSON and dict printing)."""
     return v.item() if isinstance(v, np.generic) else v
 

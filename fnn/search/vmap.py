@@ -26,8 +26,9 @@ from fnn.core import Layer, Loss, Optimizer, check_choice, check_positive_int, f
 from fnn.search.reserved import scale_params, traced_weight_decay
 from fnn.search.spaces import to_python
 from fnn.search.trials import SearchResult, Trial, sort_trials
-from fnn.train import epoch_fn, evaluation_sums, init_train_state, padded_batches, train_step
+from fnn.train import TrainState, epoch_fn, evaluation_sums, init_train_state, padded_batches, train_step
 from fnn.train.checks import check_data
+from fnn.typing import Data
 
 
 def _check_configs(configs) -> tuple[list[dict], list[str]]:
@@ -115,13 +116,14 @@ class VmapResult(SearchResult):
     seconds: float = 0.0
     compile_seconds: float = 0.0
 
-    def train_state_of(self, i: int):
+    def train_state_of(self, i: int) -> TrainState:
         """The TrainState of config i (a slice of ``train_state``)."""
         return jax.tree.map(lambda a: a[i], self.train_state)
 
 
-def vmap_search(model: Layer, loss: Loss, make_optimizer: Callable[[dict], Optimizer], train_data,
-                configs: Sequence[Mapping[str, float]], *, epochs: int, batch_size: int, val_data=None,
+def vmap_search(model: Layer, loss: Loss, make_optimizer: Callable[[dict], Optimizer], train_data: Data,
+                configs: Sequence[Mapping[str, float]], *, epochs: int, batch_size: int,
+                val_data: Data | None = None,
                 metric: str | None = None, grad_mode: str = "auto", vectorize: bool | None = None,
                 eval_batch_size: int = 1000, jsonl: str | os.PathLike | None = None,
                 progress: bool = True) -> VmapResult:

@@ -23,6 +23,7 @@ accepted too and runs as a user callback.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -33,11 +34,13 @@ import jax
 import jax.numpy as jnp
 
 from fnn import checkpoint as ckpt
+from fnn.core import Layer
 from fnn.optim import reduce_on_plateau
 from fnn.optim._base import default_float
 from fnn.train.epoch import BAD_WHAT
 from fnn.train.history import STEP_FIELDS, History
 from fnn.train.state import copy_tree
+from fnn.typing import LearningRate
 
 CHECKPOINT_NAME = "checkpoint.fnn"
 
@@ -150,7 +153,7 @@ class ReduceLROnPlateau(Callback):
 
     def __init__(self, factor: float = 0.1, patience: int = 10, *, threshold: float = 1e-4,
                  threshold_mode: str = "rel", cooldown: int = 0, min_lr: float = 0.0, eps: float = 1e-8,
-                 base_lr: float = 1.0, controller=None):
+                 base_lr: float = 1.0, controller: Any = None):
         self.controller = controller if controller is not None else reduce_on_plateau(
             factor, patience, threshold, threshold_mode, cooldown, min_lr, "min", eps, base_lr)
         self.state = None
@@ -163,10 +166,10 @@ class ReduceLROnPlateau(Callback):
         self.state = self.controller.step(self.state, jnp.asarray(run.monitored, default_float()))
         run.lr_scale = float(self.state.scale)
 
-    def checkpoint_state(self, run: Run):
+    def checkpoint_state(self, run: Run) -> tuple[Any, dict]:
         return self.state, {}
 
-    def restore_state(self, run: Run, arrays, meta: dict) -> None:
+    def restore_state(self, run: Run, arrays: Any, meta: dict) -> None:
         self.state = arrays
         run.lr_scale = float(self.state.scale)
 
@@ -205,13 +208,13 @@ class EarlyStopping(Callback):
             run.ts = self.best_ts
             run.history.best_epoch = self.best_epoch
 
-    def checkpoint_state(self, run: Run):
+    def checkpoint_state(self, run: Run) -> tuple[Any, dict]:
         # Before any improvement there is no best state yet: the current one stands in.
         meta = {"best_epoch": self.best_epoch, "wait": self.wait,
                 "best_metric": None if math.isinf(self.best_metric) else self.best_metric}
         return (self.best_ts if self.best_ts is not None else run.ts), meta
 
-    def restore_state(self, run: Run, arrays, meta: dict) -> None:
+    def restore_state(self, run: Run, arrays: Any, meta: dict) -> None:
         self.best_epoch, self.wait = meta.get("best_epoch"), int(meta.get("wait", 0))
         self.best_ts = arrays if self.best_epoch is not None else None
         self.best_metric = math.inf if meta.get("best_metric") is None else float(meta["best_metric"])
@@ -223,7 +226,7 @@ class LearningRateLog(Callback):
 
     order = 8
 
-    def __init__(self, learning_rate):
+    def __init__(self, learning_rate: LearningRate):
         self.learning_rate = learning_rate
 
     def on_epoch_end(self, run: Run) -> None:
@@ -256,7 +259,7 @@ class StepRecorder(Callback):
         self.every = check_positive_int("StepRecorder", "every", every)
         self.make_probe = activation_probe if probe is None else probe
 
-    def probe_for(self, model):
+    def probe_for(self, model: Layer) -> tuple[tuple[str, ...], Callable]:
         """``(names, run)`` of the probe for `model` (what the compiled epoch evaluates)."""
         return self.make_probe(model)
 
@@ -305,7 +308,7 @@ class Checkpoint(Callback):
 
     order = 90
 
-    def __init__(self, directory, resume: bool = True, verbose: bool = True):
+    def __init__(self, directory: str | os.PathLike, resume: bool = True, verbose: bool = True):
         self.path = Path(directory) / CHECKPOINT_NAME
         self.resume, self.verbose = bool(resume), bool(verbose)
 

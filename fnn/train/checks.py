@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
 import numpy as np
 
 from fnn.core import check_float, fmt_shape
 
 
-def check_xy(name: str, what: str, x, y):
+def check_xy(name: str, what: str, x: Any, y: Any) -> tuple[Any, Any]:
     """(x, y) arrays with as many examples, x floating (not uint8 images) and finite."""
     if not hasattr(x, "shape") or not hasattr(y, "shape"):
         raise ValueError(f"{name}: {what} must be arrays (x, y), "
@@ -27,7 +29,7 @@ def check_xy(name: str, what: str, x, y):
     return x, y
 
 
-def check_labels(name: str, what: str, y, out_shape: tuple[int, ...]) -> None:
+def check_labels(name: str, what: str, y: Any, out_shape: tuple[int, ...]) -> None:
     """Integer labels must be classes of the model's (N, M) output."""
     if not jnp.issubdtype(y.dtype, jnp.integer):
         return
@@ -44,7 +46,7 @@ def check_labels(name: str, what: str, y, out_shape: tuple[int, ...]) -> None:
                          f"got values in [{lo}, {hi}] (first bad label {int(lab[bad])} at index {bad})")
 
 
-def check_data(name: str, what: str, data):
+def check_data(name: str, what: str, data: Any) -> tuple[Any, Any]:
     """A tuple (x, y) checked by ``check_xy``."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise ValueError(f"{name}: {what} must be a tuple (x, y), got {type(data).__name__}")

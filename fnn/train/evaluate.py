@@ -16,9 +16,11 @@ from fnn.core import Layer, Loss, check_positive_int
 from fnn.optim._base import default_float
 from fnn.train.checks import check_labels, check_xy
 from fnn.train.step import class_labels, per_example
+from fnn.typing import Array, ArrayLike, PyTree
 
 
-def evaluation_sums(model: Layer, loss: Loss, params, state, xb, yb, mb):
+def evaluation_sums(model: Layer, loss: Loss, params: PyTree, state: PyTree, xb: Array, yb: Array,
+                    mb: Array) -> tuple[Array, Array]:
     """Sums over padded batches in evaluation mode (``train=False``).
 
     Args:
@@ -52,7 +54,7 @@ def _compiled(model: Layer, loss: Loss):
     return jax.jit(functools.partial(evaluation_sums, model, loss))
 
 
-def padded_batches(x, y, batch_size: int):
+def padded_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(xb, yb, mb): x and y padded with their first examples to whole batches, (S, B, ...), and
     the (S, B) float32 mask that is 0 on the padding."""
     n = len(x)
@@ -67,7 +69,8 @@ def padded_batches(x, y, batch_size: int):
             mask.reshape(steps, batch_size))
 
 
-def evaluate(model: Layer, loss: Loss, params, state, x, y, *, batch_size: int = 1000) -> dict:
+def evaluate(model: Layer, loss: Loss, params: PyTree, state: PyTree, x: ArrayLike, y: ArrayLike, *,
+             batch_size: int = 1000) -> dict:
     """Loss, accuracy and confusion matrix over a whole data set, in jitted batches.
 
     All batches have ``batch_size`` examples: the remainder is padded with the first

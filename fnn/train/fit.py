@@ -6,10 +6,12 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from fnn import parallel, precision
 from fnn.core import Layer, Loss, Optimizer, check_choice, check_positive_int, check_tree_match, fmt_shape
@@ -34,13 +36,15 @@ from fnn.train.locate import locator
 from fnn.train.progress import Progress
 from fnn.train.state import TrainState, as_key, copy_tree, init_train_state
 from fnn.train.step import resolve_grad_mode, split_objective
+from fnn.typing import Data, KeyLike
 
 
 @parallel.with_mesh_context
-def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data, *, epochs: int, batch_size: int,
-        key: jax.Array | int | None = None, val_data=None, callbacks: Sequence[Callback | Callable] = (),
+def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data: Data, *, epochs: int, batch_size: int,
+        key: KeyLike = None, val_data: Data | None = None, callbacks: Sequence[Callback | Callable] = (),
         fused: bool = True, grad_mode: str = "auto", remainder: str = "drop",
-        train_state: TrainState | None = None, mesh=None, **deprecated) -> tuple[TrainState, History]:
+        train_state: TrainState | None = None, mesh: Mesh | None = None,
+        **deprecated: Any) -> tuple[TrainState, History]:
     """Train `model` on `train_data` for `epochs` epochs: ``(train_state, history)``.
 
     Each epoch draws a fresh permutation from the TrainState key and runs N // batch_size

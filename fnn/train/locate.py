@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +30,7 @@ def _locate_nonfinite(step: Callable, ts: TrainState, batch, use_mask: bool, lr_
     return "jax.debug_nans: re-running the step eagerly produced no NaN/Inf"
 
 
-def locator(programs: ep.Programs, data, batch_size: int, remainder: str, scale: Callable) -> Callable:
+def locator(programs: ep.Programs, data: tuple[Any, Any], batch_size: int, remainder: str, scale: Callable) -> Callable:
     """``locate(ts, first_bad) -> str`` for one fit call: `ts` is the state before the bad epoch,
     `first_bad` the index of its first bad step; `scale()` gives the epoch's lr_scale."""
     def locate(ts: TrainState, first_bad: int) -> str:

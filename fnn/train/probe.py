@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from fnn.core import Layer
 from fnn.layers.combinators import run_serial
 from fnn.train.history import ACTIVATION_FIELDS
+from fnn.typing import PyTree
 
 TANH_SATURATION = 0.99
 """|tanh(x)| above this counts as saturated (the gradient 1 − y² is then below 0.02)."""
@@ -26,7 +27,7 @@ def _is_array(a) -> bool:
     return isinstance(a, jax.Array) and a.ndim >= 1 and jnp.issubdtype(a.dtype, jnp.floating)
 
 
-def top_layers(model: Layer, params=None) -> tuple[Layer, ...] | None:
+def top_layers(model: Layer, params: PyTree | None = None) -> tuple[Layer, ...] | None:
     """The top-level layers of a ``serial`` model (``model.children``), or None for any other model.
 
     With `params`, also None unless they are a tuple with one entry per layer.

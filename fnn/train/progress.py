@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TextIO
 
 from fnn.train.callbacks import Callback, Run
 
@@ -69,7 +70,7 @@ class Progress(Callback):
             self.bar = None
 
 
-def echo(line: str, file=None) -> None:
+def echo(line: str, file: TextIO | None = None) -> None:
     """Print a line without breaking a tqdm bar that may be running on stderr."""
     file = sys.stdout if file is None else file
     try:

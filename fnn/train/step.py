@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,7 @@ from fnn.core import Layer, Loss, Optimizer, layer_bwd, layer_fwd
 from fnn.losses import Penalized
 from fnn.optim import apply_updates, global_norm
 from fnn.train.state import TrainState
+from fnn.typing import PyTree
 
 __all__ = ["GRAD_MODES", "resolve_grad_mode", "train_step", "masked", "with_predictions", "layer_groups"]
 
@@ -102,7 +104,7 @@ def tree_all_finite(tree) -> jax.Array:
     return functools.reduce(jnp.logical_and, leaves, jnp.asarray(True))
 
 
-def layer_groups(params) -> tuple:
+def layer_groups(params: PyTree) -> tuple:
     """The parameter groups that per-layer statistics are taken over: one per top-level layer.
 
     A ``serial`` model's params are a tuple with one entry per layer (empty for layers
@@ -136,7 +138,7 @@ def _update(optimizer, grads, opt_state, params, lr_scale):
 
 
 def train_step(model: Layer, loss: Loss, optimizer: Optimizer, *, grad_mode: str = "auto",
-               penalty: Loss | None = None, policy=None, layer_stats: bool = False) -> Callable:
+               penalty: Loss | None = None, policy: Any = None, layer_stats: bool = False) -> Callable:
     """Build a pure ``step(ts, x, y, mask=None, lr_scale=1.0) -> (ts, metrics)``.
 
     The gradient comes from ``fnn.backprop.value_and_grad(model, loss, grad_mode=..., penalty=...)``
