@@ -69,7 +69,7 @@ def with_own_vjp(layer: Layer, *, cpu_kernels: bool = False) -> Layer:
     returned layer, so no compiled program mixes the two.
     """
     kernels = _fast_cpu.enabled if cpu_kernels else contextlib.nullcontext
-    runners = {}
+    runners: dict[bool, Callable] = {}
 
     def _runner(train: bool):
         if train in runners:
@@ -139,7 +139,7 @@ def value_and_grad(model: Layer, loss: Loss, mode: str | None = None, *, grad_mo
 
     net = model if mode == "autodiff" else with_own_vjp(model, cpu_kernels=cpu_kernels)
 
-    def f(params, state, x, y, *, key=None, train=True):
+    def f(params, state, x, y, *, key=None, train=True):  # type: ignore[no-redef]  # one f per mode
         def objective(p):
             pred, new_state = net.apply(p, state, x, key=key, train=train)
             value = loss.value(pred, y)

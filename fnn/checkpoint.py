@@ -134,7 +134,7 @@ def save(path: str | os.PathLike, tree: Any, *, metadata: dict | None = None) ->
             write(struct.pack("<Q", len(header_bytes)))
             write(header_bytes)
             for arr in arrays:
-                write(memoryview(arr.reshape(-1).view(np.uint8)))
+                write(memoryview(arr.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]  # numpy arrays are buffers (the 3.10 stubs lack __buffer__)
             f.write(digest.digest())
             f.flush()
             os.fsync(f.fileno())

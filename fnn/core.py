@@ -8,7 +8,7 @@ nothing at run time; value checks (labels in range, NaN) only run where values a
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -176,7 +176,7 @@ def _fmt_any(shape: Sequence[int | None]) -> str:
     return fmt_shape(tuple("?" if d is None else d for d in shape))
 
 
-def check_params(name: str, what: str, tree: Any, expected: dict[str, Sequence[int | None]]) -> None:
+def check_params(name: str, what: str, tree: Any, expected: Mapping[str, Sequence[int | None]]) -> None:
     """Check a leaf layer's params (or state): a dict with exactly `expected`'s keys and shapes.
 
     None in an expected shape matches any size. Catches params made by another layer or

@@ -42,7 +42,7 @@ def _for_input(name: str, net: Layer, input_shape) -> Layer:
 
     def fwd(params, state, x, *, key=None, train=False):
         _check(x)
-        return net.fwd(params, state, x, key=key, train=train)
+        return net.fwd(params, state, x, key=key, train=train)  # type: ignore[misc]  # net is a serial: it has fwd
 
     return Layer(name, init, apply, net.backward, fwd, net.bwd, net.children, net.kind)
 

@@ -210,7 +210,7 @@ def plot_grad_norms(records: Any, path: str | os.PathLike, *, title: str | None 
     bad = [x for values in grads.values() for x, v in zip(xs, values, strict=False)
            if v is None or not np.isfinite(v)]
     first_bad = min(bad) if bad else None
-    handles = {}
+    handles: dict[str, Any] = {}
     for ax, (kind, series, heading, ylabel) in zip(axes, panels, strict=True):
         for lab, values in series.items():
             pts = [(x, v) for x, v in zip(xs, values, strict=False)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -129,7 +129,7 @@ def apply_policy(model: Layer, policy: Policy | Any) -> Layer:
     if policy is None:
         raise ValueError("apply_policy: expected a Policy or a floating dtype, got None")
     if not isinstance(policy, Policy):
-        policy = get_policy(policy, where="apply_policy")
+        policy = cast(Policy, get_policy(policy, where="apply_policy"))  # not None: policy was given
     compute, output = policy.compute_dtype, policy.output_dtype
 
     def init(key, input_shape):

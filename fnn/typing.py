@@ -15,10 +15,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
 import jax
+import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
 __all__ = ["Array", "ArrayLike", "DTypeLike", "PyTree", "Params", "State", "Key", "KeyLike", "Shape", "ShapeLike",
-           "Size", "Padding",            "Data", "Schedule", "LearningRate", "Initializer"]
+           "Size", "Padding", "DataArray",            "Data", "Schedule", "LearningRate", "Initializer"]
 
 Array: TypeAlias = jax.Array
 """A JAX array (what fnn's functions return)."""
@@ -50,8 +51,11 @@ Size: TypeAlias = int | Sequence[int]
 Padding: TypeAlias = str | int | Sequence[int] | Sequence[tuple[int, int]]
 """``"VALID"``, ``"SAME"``, ``"FULL"``, an int for every side, one int per dim, or one (low, high) pair per dim."""
 
-Data: TypeAlias = tuple[ArrayLike, ArrayLike]
-"""``(x, y)``: inputs (N, ...) and targets (N,) or (N, M), NumPy or JAX arrays."""
+DataArray: TypeAlias = jax.Array | np.ndarray
+"""Inputs or targets of a data set, (N, ...) with the examples on the first axis: a NumPy or JAX array."""
+
+Data: TypeAlias = tuple[DataArray, DataArray]
+"""``(x, y)``: inputs (N, ...) and targets (N,) or (N, M)."""
 
 Schedule: TypeAlias = Callable[[Any], Any]
 """A learning-rate schedule ``count -> lr`` (``count`` the number of steps taken, an int or an int array)."""

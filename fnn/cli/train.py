@@ -110,7 +110,7 @@ def _build_model(name: str, input_shape: tuple[int, ...], num_classes: int):
         from fnn.layers.combinators import serial
         from fnn.layers.reshape import Flatten
         # One flat serial, so per-layer diagnostics (--record-every) see each Dense layer.
-        return serial(Flatten(), *sublayers(models.mlp((math.prod(input_shape), 256, 256, num_classes))))
+        return serial(Flatten(), *sublayers(models.mlp((math.prod(input_shape), 256, 256, num_classes))))  # type: ignore[misc]  # mlp is a serial
     return getattr(models, name)(num_classes=num_classes, input_shape=input_shape)
 
 

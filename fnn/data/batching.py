@@ -15,7 +15,7 @@ import numpy as np
 from fnn._deprecation import key_keyword_only, warn_deprecated
 from fnn.core import check_choice, check_positive_int
 from fnn.data.preprocess import check_xy
-from fnn.typing import ArrayLike, DTypeLike
+from fnn.typing import DataArray, DTypeLike
 
 
 class Batches(NamedTuple):
@@ -78,7 +78,7 @@ def _indices(name: str, key, n: int, batch_size: int, remainder: str, mask_dtype
 
 
 @key_keyword_only(0)
-def epoch_batches(x: ArrayLike, y: ArrayLike, batch_size: int, *, key: jax.Array, remainder: str = "drop") -> Batches:
+def epoch_batches(x: DataArray, y: DataArray, batch_size: int, *, key: jax.Array, remainder: str = "drop") -> Batches:
     """Shuffle on the device with `key` and cut one epoch into equal batches.
 
     remainder="drop": ``steps = N // batch_size``; the last ``N % batch_size`` examples of
@@ -120,7 +120,7 @@ def epoch_batches(x: ArrayLike, y: ArrayLike, batch_size: int, *, key: jax.Array
     return Batches(xb, yb, mask)
 
 
-def iterate_batches(x: ArrayLike, y: ArrayLike, batch_size: int, *, key: jax.Array | None = None, shuffle: bool = True,
+def iterate_batches(x: DataArray, y: DataArray, batch_size: int, *, key: jax.Array | None = None, shuffle: bool = True,
                     remainder: str = "keep",
                     drop_remainder: bool | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield host (NumPy) batches, for data that does not fit on the device.
@@ -158,7 +158,7 @@ def iterate_batches(x: ArrayLike, y: ArrayLike, batch_size: int, *, key: jax.Arr
     if remainder == "drop" and batch_size > n:
         raise ValueError(f"{name}: batch_size={batch_size} is larger than the number of examples N={n}, "
                          f"so remainder='drop' would yield no batch")
-    order = np.asarray(jax.random.permutation(key, n)) if shuffle else np.arange(n)
+    order = np.asarray(jax.random.permutation(key, n)) if shuffle else np.arange(n)  # type: ignore[arg-type]  # key is checked above when shuffle
     stop = n - n % batch_size if remainder == "drop" else n
 
     def batches():

@@ -18,7 +18,7 @@ import numpy as np
 from fnn.core import fmt_shape
 
 # Type code (third magic byte) -> element type; multi-byte types are big-endian in the file.
-IDX_DTYPES = {
+IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),

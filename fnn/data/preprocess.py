@@ -13,7 +13,7 @@ import numpy as np
 
 from fnn._deprecation import key_keyword_only
 from fnn.core import check_choice, check_finite, check_range, fmt_shape
-from fnn.typing import ArrayLike
+from fnn.typing import DataArray
 
 # ----------------------------------------------------------------------------------------
 # Scaling
@@ -115,7 +115,7 @@ class Standardizer(NamedTuple):
 # The x/y check, and the split
 
 
-def check_xy(name: str, x: ArrayLike, y: ArrayLike) -> int:
+def check_xy(name: str, x: DataArray, y: DataArray) -> int:
     """N, the number of examples of x and y, checked: both (N, ...) with the same N > 0.
 
     Shared by ``train_val_split`` and the batching functions (``fnn.data.batching``).
@@ -141,7 +141,7 @@ def check_xy(name: str, x: ArrayLike, y: ArrayLike) -> int:
 
 
 @key_keyword_only(0)
-def train_val_split(x: ArrayLike, y: ArrayLike, val_fraction: float, *,
+def train_val_split(x: DataArray, y: DataArray, val_fraction: float, *,
                     key: jax.Array) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
     """Split off a random validation set, deterministically for a given key.
 

@@ -63,13 +63,13 @@ def detect_vanishing(report: Report, *, ratio: float = VANISHING_RATIO) -> Verdi
     if len(layers) < 2:
         return Verdict(False, "vanishing gradients: needs two layers with parameters to compare", None, ratio)
     first, last = layers[0], layers[-1]
-    if not (math.isfinite(first.grad_norm) and math.isfinite(last.grad_norm)):
+    if not (math.isfinite(first.grad_norm) and math.isfinite(last.grad_norm)):  # type: ignore[arg-type]  # layers with grad_norm None were filtered out
         return Verdict(False, "vanishing gradients: non-finite gradient norms (see detect_exploding)",
                        None, ratio)
     if last.grad_norm == 0.0:
         return Verdict(False, f"vanishing gradients: the last layer [{last.index}] {last.name} has a zero "
                               f"gradient, nothing to compare with", None, ratio)
-    r = first.grad_norm / last.grad_norm
+    r = first.grad_norm / last.grad_norm  # type: ignore[operator]
     detected = r < ratio
     verb = "VANISHING gradients" if detected else "no vanishing gradients"
     return Verdict(detected, f"{verb}: first layer [{first.index}] {first.name} gradient norm "

@@ -11,7 +11,7 @@ from fnn.backprop import resolve_grad_mode
 from fnn.core import Layer, Loss, Optimizer, check_positive_int
 from fnn.diagnostics.report import Report, layer_report
 from fnn.train import Callback, History
-from fnn.typing import ArrayLike
+from fnn.typing import DataArray
 
 
 class Record(NamedTuple):
@@ -32,7 +32,7 @@ class Recorder(Callback):
     inside the callback, before ``fit`` donates the buffers to the next epoch.
     """
 
-    def __init__(self, model: Layer, loss: Loss, x_probe: ArrayLike, y_probe: ArrayLike, *, every: int = 1,
+    def __init__(self, model: Layer, loss: Loss, x_probe: DataArray, y_probe: DataArray, *, every: int = 1,
                  optimizer: Optimizer | None = None, grad_mode: str = "auto"):
         grad_mode = resolve_grad_mode(grad_mode, name="recorder")
         self.model, self.loss, self.optimizer, self.grad_mode = model, loss, optimizer, grad_mode
@@ -70,7 +70,7 @@ class Recorder(Callback):
         return f"Recorder(every={self.every}, {len(self.records)} records)"
 
 
-def recorder(model: Layer, loss: Loss, x_probe: ArrayLike, y_probe: ArrayLike, *, every: int = 1,
+def recorder(model: Layer, loss: Loss, x_probe: DataArray, y_probe: DataArray, *, every: int = 1,
              optimizer: Optimizer | None = None, grad_mode: str = "auto") -> Recorder:
     """A ``fit`` callback recording ``layer_report`` on (x_probe, y_probe) every `every` epochs.
 

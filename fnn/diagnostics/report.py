@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -21,7 +22,7 @@ from fnn.backprop import resolve_grad_mode, value_and_grad
 from fnn.core import Layer, Loss, Optimizer, layer_fwd
 from fnn.layers.combinators import run_serial
 from fnn.train.probe import SIGMOID_SATURATION, TANH_SATURATION
-from fnn.typing import ArrayLike, PyTree
+from fnn.typing import DataArray, PyTree
 
 ACTIVATION_KINDS = ("relu", "sigmoid", "tanh")
 """Layer kinds with a statistic of their own: dead units (relu), saturation (sigmoid, tanh)."""
@@ -49,7 +50,7 @@ class LayerStats(NamedTuple):
         units) in the flat region: |y| > 0.99 for tanh, y < 0.01 or y > 0.99 for sigmoid.
     """
 
-    index: int
+    index: int  # type: ignore[assignment]  # a field named like tuple.index
     name: str
     kind: str
     num_params: int
@@ -141,7 +142,7 @@ def _output_stats(y: np.ndarray | None) -> dict | None:
         }
 
 
-_ACTIVATION_FUNCTIONS = {
+_ACTIVATION_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "relu": lambda x: np.maximum(x, 0.0),
     "sigmoid": lambda x: 0.5 * (1.0 + np.tanh(0.5 * x)),  # σ(x), without overflow in exp
     "tanh": np.tanh,
@@ -218,7 +219,7 @@ def _combined(norms) -> float | None:
     return math.sqrt(sum(v * v for v in leaves)) if leaves else None
 
 
-def layer_report(model: Layer, loss: Loss, params: PyTree, state: PyTree, x: ArrayLike, y: ArrayLike, *,
+def layer_report(model: Layer, loss: Loss, params: PyTree, state: PyTree, x: DataArray, y: DataArray, *,
                  optimizer: Optimizer | None = None, opt_state: PyTree | None = None, key: jax.Array | None = None,
                  train: bool = False,                 grad_mode: str = "auto") -> Report:
     """Per-layer gradient, update and activation statistics of `model` on one batch.
@@ -274,7 +275,7 @@ def layer_report(model: Layer, loss: Loss, params: PyTree, state: PyTree, x: Arr
         ratio = None
         if num and per_update is not None:
             un = _combined(per_update[i])
-            ratio = un / pn if pn else (math.inf if un else 0.0)
+            ratio = un / pn if pn else (math.inf if un else 0.0)  # type: ignore[operator]  # pn: float when num
         sat = None
         if kind in ("sigmoid", "tanh") and st is not None:
             sat = float(st[f"sat_{kind}"])

@@ -13,7 +13,7 @@ import numpy as np
 from fnn.backprop import resolve_grad_mode
 from fnn.core import Layer, Loss, Optimizer, check_positive_int
 from fnn.train import init_train_state, train_step
-from fnn.typing import ArrayLike
+from fnn.typing import DataArray
 
 OVERFIT_FRACTION = 1e-2
 """overfit_one_batch passes when the final loss is at most this fraction of the initial loss."""
@@ -59,7 +59,7 @@ def _overfit_fn(model, loss, optimizer, grad_mode, steps):
     return jax.jit(run)
 
 
-def overfit_one_batch(model: Layer, loss: Loss, optimizer: Optimizer, x: ArrayLike, y: ArrayLike, *, key: jax.Array,
+def overfit_one_batch(model: Layer, loss: Loss, optimizer: Optimizer, x: DataArray, y: DataArray, *, key: jax.Array,
                       steps: int = 300, threshold: float | None = None,
                       grad_mode: str = "auto") -> OverfitResult:
     """Train on one small batch only, and check that the loss goes (near) zero.

@@ -8,6 +8,7 @@ o = ⌊(i + p − k_eff)/stride⌋ + 1.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 from jax import lax
@@ -49,7 +50,7 @@ def padding_spec(name: str, padding, nd: int):
         return padding.upper()
     seq = (padding,) * nd if is_int(padding) else padding
     if isinstance(seq, (tuple, list)) and len(seq) == nd:
-        pairs = tuple((p, p) if is_int(p) else tuple(p) if isinstance(p, (tuple, list)) else None
+        pairs: tuple[Any, ...] = tuple((p, p) if is_int(p) else tuple(p) if isinstance(p, (tuple, list)) else None
                       for p in seq)
         if all(p is not None and len(p) == 2 and all(is_int(v) and v >= 0 for v in p) for p in pairs):
             return tuple((int(lo), int(hi)) for lo, hi in pairs)

@@ -196,11 +196,11 @@ def Conv(out_channels: int, kernel_size: Sequence[int], *, stride: Size = 1, pad
 def _fixed_rank(nd: int) -> Callable[..., Layer]:
     def make(out_channels: int, kernel_size: Size, **kwargs: Any) -> Layer:
         if is_int(kernel_size):
-            kernel_size = (kernel_size,) * nd
+            kernel_size = (kernel_size,) * nd  # type: ignore[assignment]  # the int becomes nd sizes
         elif not isinstance(kernel_size, (tuple, list)) or len(kernel_size) != nd:
             raise ValueError(f"Conv{nd}D: kernel_size must be an int or a tuple of {nd} ints, "
                              f"got {kernel_size!r}")
-        return Conv(out_channels, tuple(kernel_size), **kwargs)
+        return Conv(out_channels, tuple(kernel_size), **kwargs)  # type: ignore[arg-type]
 
     make.__name__ = make.__qualname__ = f"Conv{nd}D"
     make.__doc__ = f"{nd}-D convolution: Conv with an int kernel_size meaning {nd} equal sizes."

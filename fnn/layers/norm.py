@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -60,7 +61,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis: int = -1,
         if np.ndim(x) < 2:
             raise ValueError(f"{name}: expected x of shape (N, ..., C), got {fmt_shape(np.shape(x))}")
         a = _axis(np.ndim(x))
-        scale = params.get("scale") if isinstance(params, dict) else None
+        scale: Any = params.get("scale") if isinstance(params, dict) else None
         c = np.shape(scale)[0] if np.ndim(scale) == 1 else None
         check_params(name, "params", params, {"scale": (c,), "bias": (c,)})
         check_params(name, "state", state, {"mean": (c,), "var": (c,)})

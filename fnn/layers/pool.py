@@ -95,7 +95,7 @@ def _pool(base: str, kind: str, rule: PoolRule, window, stride, padding, extra_n
         return pads, out_spatial(name, spatial, pads, window, stride, what="window")
 
     def _divisor(x, pads):
-        return rule.divisor(window, stride, x.shape[1:-1], pads, x.dtype)
+        return rule.divisor(window, stride, x.shape[1:-1], pads, x.dtype)  # type: ignore[misc]  # only AvgPool calls it, with a divisor
 
     def init(key, input_shape):
         shape = check_shape(name, "input_shape", input_shape, rank=nd + 1)

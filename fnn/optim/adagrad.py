@@ -16,7 +16,7 @@ from fnn.typing import LearningRate
 class AdagradState(NamedTuple):
     """count: int32 scalar; sum_of_squares: params-shaped Σ g², in the params' dtype."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count, as in optax
     sum_of_squares: object
 
 

@@ -24,7 +24,7 @@ from fnn.typing import LearningRate
 class AdamState(NamedTuple):
     """count: int32 scalar; m, v: first and second moment estimates, params-shaped."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count, as in optax
     m: object
     v: object
 

@@ -16,7 +16,7 @@ from fnn.typing import LearningRate
 class MomentumState(NamedTuple):
     """count: int32 scalar (updates done); velocity: params-shaped, in the params' dtype."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count, as in optax
     velocity: object
 
 

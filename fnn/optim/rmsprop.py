@@ -21,7 +21,7 @@ class RmspropState(NamedTuple):
     are empty tuples (no leaves), so they cost no memory and the structure stays fixed.
     """
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count, as in optax
     square_avg: object
     grad_avg: object
     momentum_buffer: object

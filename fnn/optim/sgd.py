@@ -15,7 +15,7 @@ from fnn.typing import LearningRate
 class SgdState(NamedTuple):
     """count: int32 scalar, the number of updates done so far (the schedule's input)."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count, as in optax
 
 
 def _sgd_step(g, *, lr):

@@ -32,7 +32,7 @@ class ClipState(NamedTuple):
 class ScaleState(NamedTuple):
     """count: int32 scalar, the number of updates done so far (the schedule's input)."""
 
-    count: jax.Array
+    count: jax.Array  # type: ignore[assignment]  # a field named like tuple.count, as in optax
 
 
 def _norm_dtype(tree) -> jnp.dtype:

@@ -144,7 +144,7 @@ class _FitObjective:
         last = history.records[-1] if history.records else {}
         score = last.get(self.metric)
         diverged = history.stop_reason is not None and "NaN" in history.stop_reason
-        out = {"score": math.nan if score is None or diverged else float(score)}
+        out: dict[str, Any] = {"score": math.nan if score is None or diverged else float(score)}
         for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
             out[k] = last.get(k)
         out["epochs_run"] = len(history)

@@ -24,7 +24,7 @@ class Trial(NamedTuple):
     """One scored config: ``index`` (order of evaluation), ``config``, ``score`` (NaN when the
     run diverged), ``metrics`` (what ``run`` returned besides the score) and ``seconds``."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # a field named like tuple.index
     config: dict
     score: float
     metrics: dict

@@ -53,7 +53,7 @@ def _check_configs(configs) -> tuple[list[dict], list[str]]:
 
 class _Programs(NamedTuple):
     init: Callable
-    epoch: Callable
+    epoch: jax.stages.Wrapped
     evaluate: Callable | None
 
 

@@ -34,13 +34,13 @@ import jax
 import jax.numpy as jnp
 
 from fnn import checkpoint as ckpt
-from fnn.core import Layer
+from fnn.core import Layer, Loss, Optimizer
 from fnn.optim import reduce_on_plateau
 from fnn.optim._base import default_float
 from fnn.train.epoch import BAD_WHAT
 from fnn.train.history import STEP_FIELDS, History
-from fnn.train.state import copy_tree
-from fnn.typing import LearningRate
+from fnn.train.state import TrainState, copy_tree
+from fnn.typing import LearningRate, PyTree
 
 CHECKPOINT_NAME = "checkpoint.fnn"
 
@@ -68,11 +68,37 @@ class Run:
         that step eagerly under ``jax.debug_nans``; names the first primitive making NaN/Inf.
     """
 
+    # The loop's state; `record`, `sums`, `per_step`, `backup` and `locate` are None until fit
+    # has compiled and run the first epoch, hence Any.
+    ts: TrainState
+    history: History
+    epoch: int
+    start_epoch: int
+    lr_scale: float
+    stop_reason: str | None
+    record: Any
+    monitored: float
+    sums: Any
+    per_step: Any
+    backup: Any
+    place: Callable[[PyTree], PyTree]
+    locate: Any
+    # The settings of the fit call.
+    model: Layer
+    loss: Loss
+    optimizer: Optimizer
+    grad_mode: str
+    batch_size: int
+    epochs: int
+    steps_per_epoch: int
+    fused: bool
+    callbacks: list[Callback]
+
     def __init__(self, **fields: Any):
         self.epoch, self.start_epoch, self.lr_scale, self.stop_reason = 0, 0, 1.0, None
         self.record, self.monitored, self.sums, self.per_step, self.backup = None, math.inf, None, None, None
-        self.place: Callable = lambda tree: tree
-        self.locate: Callable | None = None
+        self.place = lambda tree: tree
+        self.locate = None
         self.__dict__.update(fields)
 
 
@@ -156,7 +182,7 @@ class ReduceLROnPlateau(Callback):
                  base_lr: float = 1.0, controller: Any = None):
         self.controller = controller if controller is not None else reduce_on_plateau(
             factor, patience, threshold, threshold_mode, cooldown, min_lr, "min", eps, base_lr)
-        self.state = None
+        self.state: Any = None
 
     def on_fit_start(self, run: Run) -> None:
         self.state = self.controller.init()
@@ -179,6 +205,8 @@ class EarlyStopping(Callback):
     TrainState of the best epoch (also when all epochs ran). ``History.best_epoch`` says which."""
 
     order = 20
+    best_ts: Any
+    best_epoch: int | None
 
     def __init__(self, patience: int):
         from fnn.core import check_positive_int
@@ -251,6 +279,7 @@ class StepRecorder(Callback):
     """
 
     order = 5
+    _recorded: int | None
 
     def __init__(self, every: int, probe: Callable | None = None):
         from fnn.core import check_positive_int

@@ -29,7 +29,7 @@ def check_xy(name: str, what: str, x: Any, y: Any) -> tuple[Any, Any]:
     return x, y
 
 
-def check_labels(name: str, what: str, y: Any, out_shape: tuple[int, ...]) -> None:
+def check_labels(name: str, what: str, y: Any, out_shape: tuple[Any, ...]) -> None:
     """Integer labels must be classes of the model's (N, M) output."""
     if not jnp.issubdtype(y.dtype, jnp.integer):
         return

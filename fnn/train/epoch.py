@@ -35,7 +35,7 @@ class EpochSums(NamedTuple):
 
     loss: jax.Array        # Σ loss·count over good steps
     correct: jax.Array     # Σ correct (int32), -1 per step when not classification
-    count: jax.Array       # Σ examples counted
+    count: jax.Array       # type: ignore[assignment]  # Σ examples counted (shadows tuple.count)
     grad_norm: jax.Array   # Σ grad_norm over good steps
     steps: jax.Array       # good steps
     bad: jax.Array         # a non-finite loss or gradient was seen
@@ -95,12 +95,13 @@ def scan_body(step: Callable, use_mask: bool, record: Probe | None = None) -> Ca
     def probed(ts, x):
         if record is None or record.run is None:
             return {}
+        run = record.run
         n = ts.step + 1
         sub = jax.random.split(jax.random.clone(ts.key))[1]  # the key train_step gives the model
-        shapes = jax.eval_shape(lambda p, s, xx, k: record.run(p, s, xx, k, True), ts.params, ts.state, x, sub)
+        shapes = jax.eval_shape(lambda p, s, xx, k: run(p, s, xx, k, True), ts.params, ts.state, x, sub)
         blank = {k: jnp.full(v.shape, jnp.nan, v.dtype) for k, v in shapes.items()}
         return jax.lax.cond((n == 1) | (n % record.every == 0),
-                            lambda: record.run(ts.params, ts.state, x, sub, True), lambda: blank)
+                            lambda: run(ts.params, ts.state, x, sub, True), lambda: blank)
 
     def body(carry, batch, lr_scale):
         ts, acc = carry
@@ -147,8 +148,8 @@ def epoch_fn(step: Callable, batch_size: int, remainder: str, *, record: Probe |
 class Programs(NamedTuple):
     """What ``fit`` compiles: one fused epoch, one step of the per-step loop, and the raw step."""
 
-    epoch: Callable     # (ts, x, y, lr_scale) -> (ts, sums, per_step); ts donated
-    step: Callable      # ((ts, sums), (x, y, mask), lr_scale) -> ((ts, sums), per_step); carry donated
+    epoch: jax.stages.Wrapped  # (ts, x, y, lr_scale) -> (ts, sums, per_step); ts donated
+    step: jax.stages.Wrapped   # ((ts, sums), (x, y, mask), lr_scale) -> ((ts, sums), per_step); carry donated
     raw_step: Callable  # train_step itself, not jitted (NanGuard re-runs a bad step eagerly)
 
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,11 +17,11 @@ from fnn.core import Layer, Loss, check_positive_int
 from fnn.optim._base import default_float
 from fnn.train.checks import check_labels, check_xy
 from fnn.train.step import class_labels, per_example
-from fnn.typing import Array, ArrayLike, PyTree
+from fnn.typing import Array, DataArray, PyTree
 
 
 def evaluation_sums(model: Layer, loss: Loss, params: PyTree, state: PyTree, xb: Array, yb: Array,
-                    mb: Array) -> tuple[Array, Array]:
+                    mb: Array) -> tuple[Array, Array | None]:
     """Sums over padded batches in evaluation mode (``train=False``).
 
     Args:
@@ -54,7 +55,7 @@ def _compiled(model: Layer, loss: Loss):
     return jax.jit(functools.partial(evaluation_sums, model, loss))
 
 
-def padded_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def padded_batches(x: DataArray, y: DataArray, batch_size: int) -> tuple[Array, Array, Array]:
     """(xb, yb, mb): x and y padded with their first examples to whole batches, (S, B, ...), and
     the (S, B) float32 mask that is 0 on the padding."""
     n = len(x)
@@ -69,7 +70,7 @@ def padded_batches(x: np.ndarray, y: np.ndarray, batch_size: int) -> tuple[np.nd
             mask.reshape(steps, batch_size))
 
 
-def evaluate(model: Layer, loss: Loss, params: PyTree, state: PyTree, x: ArrayLike, y: ArrayLike, *,
+def evaluate(model: Layer, loss: Loss, params: PyTree, state: PyTree, x: DataArray, y: DataArray, *,
              batch_size: int = 1000) -> dict:
     """Loss, accuracy and confusion matrix over a whole data set, in jitted batches.
 
@@ -94,7 +95,7 @@ def evaluate(model: Layer, loss: Loss, params: PyTree, state: PyTree, x: ArrayLi
     loss_sum, conf = _compiled(model, loss)(params, state, *padded_batches(x, y, batch_size))
     if conf is not None:  # out-of-range labels would have been dropped, negative ones wrapped around
         check_labels(name, "data", y, (None, conf.shape[0]))
-    result = {"loss": float(loss_sum) / n, "accuracy": None, "confusion": None, "num_examples": n}
+    result: dict[str, Any] = {"loss": float(loss_sum) / n, "accuracy": None, "confusion": None, "num_examples": n}
     if conf is not None:
         conf = np.asarray(conf).astype(np.int64)
         result["confusion"] = conf

@@ -138,6 +138,7 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data: Data, *, epo
     run.ts = run.place(copy_tree(run.ts))
     programs = ep.programs(model, loss, optimizer, penalty, grad_mode, batch_size, remainder, dp, record)
     t0 = time.perf_counter()
+    run_epoch: Callable
     if fused:
         data = run.place((x, y)) if dp is not None else (jnp.asarray(x), jnp.asarray(y))
         run_epoch = programs.epoch.lower(run.ts, *data, _scale(run)).compile()
@@ -237,7 +238,7 @@ def _checked_state(name: str, model: Layer, optimizer: Optimizer, ts: TrainState
     return ts
 
 
-def _with_defaults(callbacks: list) -> list:
+def _with_defaults(callbacks: Sequence) -> list:
     """Functions wrapped as callbacks, a NanGuard and a Progress bar added unless given, sorted by order."""
     cbs = [cb if isinstance(cb, Callback) or hasattr(cb, "on_epoch_end") else FunctionCallback(cb)
            for cb in callbacks]

@@ -75,7 +75,7 @@ def activation_probe(model: Layer):
         if top_layers(model, params) is None:
             outs = [model.apply(params, state, x, key=key, train=train)[0]]
         else:  # serial's own per-layer keys (run_serial), so each layer sees the keys the step gave it
-            outs = [y for y, _, _ in run_serial(layers, params, state, x, key=key, train=train)]
+            outs = [y for y, _, _ in run_serial(layers, params, state, x, key=key, train=train)]  # type: ignore[arg-type]
         columns = zip(*(_stats(y, kind) for y, kind in zip(outs, kinds, strict=True)), strict=True)
         return {f: jnp.stack(col) for f, col in zip(ACTIVATION_FIELDS, columns, strict=True)}
 
