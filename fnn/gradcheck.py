@@ -42,6 +42,14 @@ def rel_err(a: Any, b: Any) -> float:
     return num / max(den, 1e-30)
 
 
+def _check_x64(name: str, dtype: DTypeLike) -> None:
+    """float64 without 64-bit JAX silently becomes float32, and finite differences then fail
+    for every layer: refuse it with the fix in the message."""
+    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(f"{name}: dtype=float64 needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) "
+                         f"at startup, or pass dtype=jnp.float32 (finite differences are then off by default)")
+
+
 def _init(layer, key, input_shape, dtype):
     """layer.init under one jit (eager init compiles every random op separately), params cast to dtype."""
     out = {}
@@ -117,6 +125,7 @@ def check_layer(layer: Layer, input_shape: ShapeLike, *, key: Key, batch_size: i
     Raises:
       GradCheckError with a readable report when a tolerance is exceeded or shapes disagree.
     """
+    _check_x64("check_layer", dtype)
     k_init, k_x, k_dy, k_apply, k_fd = jax.random.split(key, 5)
     out_shape, p0, s0 = _init(layer, k_init, input_shape, dtype)
     params = p0 if params is None else _cast(params, dtype)
@@ -210,6 +219,7 @@ def check_model(model: Layer, loss: Loss, input_shape: ShapeLike, target: ArrayL
     """
     from fnn.backprop import value_and_grad
 
+    _check_x64("check_model", dtype)
     k_init, k_x, k_apply, k_fd = jax.random.split(key, 4)
     _, p0, s0 = _init(model, k_init, input_shape, dtype)
     params = p0 if params is None else _cast(params, dtype)

@@ -24,6 +24,13 @@ def _last_json(stdout: str) -> dict:
     return result
 
 
+def _listed(err: str) -> tuple[Path, list[str]]:
+    """The directory and the file names of the CLI's last "fnn train: wrote A, B in DIR" line."""
+    line = [ln for ln in err.splitlines() if ln.startswith("fnn train: wrote ")][-1]
+    names, _, where = line.removeprefix("fnn train: wrote ").rpartition(" in ")
+    return Path(where), names.split(", ")
+
+
 def test_train_mlp_in_process(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "--model", "mlp", "--epochs", "1", "--limit", "512", "--json", "--out", str(out),
@@ -40,6 +47,20 @@ def test_train_mlp_in_process(tmp_path, capsys):
         assert (out / name).stat().st_size > 0, name
     assert History.load_jsonl(out / "history.jsonl")["epoch"] == [1]
     assert not (out / "steps.jsonl").exists() and not (out / "grad_norms.png").exists()
+    where, listed = _listed(captured.err)
+    assert where == out and sorted(listed) == sorted(p.name for p in out.iterdir())
+
+
+def test_train_lists_only_the_files_it_wrote(tmp_path, capsys):
+    """A run that diverges in its first epoch has no checkpoint and no plots: the CLI must not claim them."""
+    out = tmp_path / "run"
+    code = main(["train", "--model", "mlp", "--epochs", "1", "--limit", "256", "--lr", "1e30", "--out", str(out),
+                 "--no-progress", "--no-download", "--batch-size", "64", "--val-fraction", "0"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert not (out / "checkpoint.fnn").exists() and "non-finite" in err
+    where, listed = _listed(err)
+    assert where == out and sorted(listed) == sorted(p.name for p in out.iterdir()) == ["history.jsonl", "results.json"]
 
 
 def test_train_record_every(tmp_path, capsys):

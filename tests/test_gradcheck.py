@@ -289,3 +289,15 @@ def test_check_loss_needs_finite_differences_for_a_wrong_custom_vjp():
         check_loss(loss, LOGITS, TARGET, key=KEY, **FD)
     # The same construction with the right rule passes finite differences.
     check_loss(mse_with_own_rule(forget_1_over_n=False), LOGITS, TARGET, key=KEY, **FD)
+
+
+def test_float64_without_64_bit_jax_is_a_clear_error_not_a_false_failure():
+    """Without x64, float64 would quietly be float32 and finite differences would blame the layer."""
+    with jax.enable_x64(False):
+        for check in (lambda: check_layer(Dense(2), (3,), key=jax.random.key(0)),
+                      lambda: check_model(serial(Dense(2)), losses.mse, (3,), jnp.zeros((4, 2), jnp.float32),
+                                          key=jax.random.key(0))):
+            with pytest.raises(ValueError, match="jax_enable_x64"):
+                check()
+        report = check_layer(Dense(2), (3,), key=jax.random.key(0), dtype=jnp.float32)
+        assert report is not None

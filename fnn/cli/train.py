@@ -245,7 +245,9 @@ def run(args: argparse.Namespace) -> int:
     written = _write_outputs(args, out, ds, history, result)
     report = _report(args, out, ds, history, result, wall0)
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    _log(f"fnn train: wrote {out / 'checkpoint.fnn'}, {', '.join(written)}, results.json")
+    # The checkpoint is written after each finished epoch: a run stopped in its first has none.
+    listed = [name for name in ("checkpoint.fnn", *written, "results.json") if (out / name).exists()]
+    _log(f"fnn train: wrote {', '.join(listed)} in {out}")
     if args.json:
         sys.stdout.flush()
         print(json.dumps(report), flush=True)
