@@ -1,12 +1,12 @@
 """Count the public parameters and returns of the ``fnn`` package that have no type annotation.
 
 Walks every public module of ``fnn`` (no leading underscore in its dotted name), and in each
-the names it lists in ``__all__`` (without one: the public names it defines itself): functions, the public methods of the
-classes fnn defines, and the ``value``/``backward`` functions of module-level ``Loss``
-objects (``losses.mse.value`` is how a user calls a loss). A parameter counts as annotated when
-its signature has an annotation (``self``/``cls`` are exempt; ``__init__`` has no return
-to annotate). Prints each missing annotation and a summary; ``tests/test_typing.py`` asserts none
-are missing.
+the names it lists in ``__all__`` (without one: the public names it defines itself):
+functions, the public methods (and ``__init__``/``__call__``) of the classes fnn defines, and
+the ``value``/``backward`` functions of module-level ``Loss`` objects (``losses.mse.value``
+is how a user calls a loss). A parameter counts as annotated when its signature has an
+annotation (``self``/``cls`` are exempt; ``__init__`` has no return to annotate). Prints each
+missing annotation and a summary; ``tests/test_typing.py`` asserts that none is missing.
 
     python scripts/annotations.py
 """
@@ -17,8 +17,8 @@ import importlib
 import inspect
 import pkgutil
 import sys
-from pathlib import Path
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
