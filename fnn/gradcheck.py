@@ -45,7 +45,7 @@ def rel_err(a: Any, b: Any) -> float:
 def _check_x64(name: str, dtype: DTypeLike) -> None:
     """float64 without 64-bit JAX silently becomes float32, and finite differences then fail
     for every layer: refuse it with the fix in the message."""
-    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+    if jnp.dtype(dtype) == jnp.float64 and jax.dtypes.canonicalize_dtype(jnp.float64) != jnp.float64:
         raise ValueError(f"{name}: dtype=float64 needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) "
                          f"at startup, or pass dtype=jnp.float32 (finite differences are then off by default)")
 
