@@ -11,15 +11,15 @@ its real shape (batch 128; conv1 28x28x1 -> 32, conv2 14x14x32 -> 64, 3x3 SAME; 
 
 - ``fwd``: ``Conv.apply``'s convolution (NHWC x HWIO);
 - ``dx``: the input gradient, ``fnn.layers.conv._input_grad`` (every grad mode uses it);
-- ``dw textbook``: ``conv._weight_grad`` (grad_mode "manual"/"custom_vjp"), the form autodiff emits;
-- ``dw fast``: ``fnn.layers._fast_cpu.conv_weight_grad`` (grad_mode "auto" on CPU);
+- ``dw textbook``: ``conv._weight_grad`` (the hand derivation gradcheck checks), the form autodiff emits;
+- ``dw fast``: ``fnn.layers._fast_cpu.conv_weight_grad`` (what training on CPU runs, every grad mode but autodiff);
 - ``jax.vjp``: what autodiff computes for (dx, dw) together.
 
 Each is timed alone under ``jax.jit`` and inside a ``lax.scan`` over ``--scan`` steps (the
-fused epoch runs every op there, and XLA:CPU may choose other layouts inside a loop), the best
-of ``--repeats`` calls. ``x sgemm`` is the machine's sgemm rate (a jitted ``jnp.dot`` of two
-2048x2048 float32 matrices, the best of its runs) over the op's rate: 1.0 is matmul speed.
-The PyTorch rows (``torch.nn.functional.conv2d`` and ``torch.nn.grad``) run the same shapes
+fused epoch runs every op there, and XLA:CPU may choose other layouts inside a loop): the best
+of ``--repeats`` calls (at least 3, fewer once one op has taken 3 s). ``x sgemm`` is the
+machine's sgemm rate (a jitted ``jnp.dot`` of two 2048x2048 float32 matrices, the best of its
+runs) over the op's rate: 1.0 is matmul speed. The PyTorch rows (``torch.nn.functional.conv2d`` and ``torch.nn.grad``) run the same shapes
 with ``torch.get_num_threads()`` threads.
 """
 
@@ -60,14 +60,17 @@ CONVS = (ConvShape("conv1", 28, 1, 32), ConvShape("conv2", 14, 32, 64))
 DENSE = ("dense1", 3136, 128)
 
 
-def best_seconds(f, args, repeats: int) -> float:
-    """The fastest of ``repeats`` synchronized calls, after one call to compile and warm up."""
+def best_seconds(f, args, repeats: int, budget_s: float = 3.0) -> float:
+    """The fastest of ``repeats`` synchronized calls (at least 3; fewer past ``budget_s`` seconds),
+    after one call to compile and warm up."""
     jax.block_until_ready(f(*args))
-    best = float("inf")
-    for _ in range(repeats):
+    best, start = float("inf"), time.perf_counter()
+    for i in range(repeats):
         t = time.perf_counter()
         jax.block_until_ready(f(*args))
         best = min(best, time.perf_counter() - t)
+        if i >= 2 and time.perf_counter() - start > budget_s:
+            break
     return best
 
 
@@ -107,6 +110,8 @@ def conv_ops(s: ConvShape, batch: int) -> tuple[dict, tuple, float]:
         "dx": lambda x, w, dy: _input_grad(dy, w, one, one, pads, rem),
         "dw textbook": lambda x, w, dy: _weight_grad(x, dy, (s.k, s.k), one, one, pads, rem),
         "dw fast": lambda x, w, dy: _fast_cpu.conv_weight_grad(x, dy, (s.k, s.k), one, one, pads, rem),
+        "dw patches": lambda x, w, dy: _fast_cpu._weight_grad_patches(x, dy, (s.k, s.k), one, one, pads),
+        "dw shifted": lambda x, w, dy: _fast_cpu._weight_grad_shifted(x, dy, (s.k, s.k), one, one, pads),
         "jax.vjp (dx+dw)": vjp,
     }
     flops = 2 * batch * s.size ** 2 * s.c_out * s.k ** 2 * s.c_in

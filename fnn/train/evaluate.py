@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnn._compile import jit
 from fnn.core import Layer, Loss, check_positive_int
 from fnn.optim._base import default_float
 from fnn.train.checks import check_labels, check_xy
@@ -49,7 +50,7 @@ def evaluation_sums(model: Layer, loss: Loss, params, state, xb, yb, mb):
 
 @functools.lru_cache(maxsize=64)
 def _compiled(model: Layer, loss: Loss):
-    return jax.jit(functools.partial(evaluation_sums, model, loss))
+    return jit(functools.partial(evaluation_sums, model, loss))
 
 
 def padded_batches(x, y, batch_size: int):
