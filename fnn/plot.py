@@ -1,4 +1,4 @@
-"""Training curves and confusion matrices as PNG files (optional: needs matplotlib).
+"""Training curves, confusion matrices and the learning-rate range test as PNG files (optional: needs matplotlib).
 
 matplotlib is imported inside the functions, so ``import fnn`` works without it. Figures are
 drawn on matplotlib's Agg canvas directly (no pyplot, no global backend switch), which is
@@ -246,4 +246,39 @@ def plot_grad_norms(records, path: str | os.PathLike, *, title: str | None = Non
                fontsize=8, title_fontsize=9)
     if title:
         fig.suptitle(title)
+    return _save(fig, FigureCanvasAgg, path)
+
+
+def plot_lr_find(result, path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """The learning-rate range test: loss against learning rate (log x), the suggestion marked.
+
+    Args:
+      result: a ``fnn.diagnostics.LrFindResult`` (``lr_find``'s).
+      path: the PNG file to write.
+      title: an optional title (default: the suggestion and its rule).
+
+    Raises:
+      ImportError: matplotlib is not installed.
+    """
+    Figure, FigureCanvasAgg, _ = _matplotlib()
+    fig = Figure(figsize=(7.5, 4.6), dpi=110, layout="constrained")
+    ax = fig.subplots()
+    ax.plot(result.lrs, result.losses, color="0.7", linewidth=1.0, label="batch loss")
+    ax.plot(result.lrs, result.smoothed, color="tab:blue", linewidth=1.8, label="smoothed loss")
+    marks = (("tab:red", result.suggestion, f"suggested {result.suggestion:.2g} ({result.rule})"),
+             ("tab:green", result.lr_min, f"minimum at {result.lr_min:.2g}"))
+    for color, lr, label in marks:
+        ax.axvline(lr, color=color, linestyle="--", linewidth=1.2, label=label)
+    ax.set_xscale("log")
+    # The diverging tail would flatten the useful part: clip the y range just above the start.
+    lo = float(np.min(result.smoothed))
+    hi = max(float(result.smoothed[0]), float(result.initial_loss)) if np.isfinite(result.initial_loss) else None
+    if hi is not None and hi > lo:
+        ax.set_ylim(lo - 0.25 * (hi - lo), hi + 0.35 * (hi - lo))
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.grid(True, which="minor", alpha=0.08)
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"Learning-rate range test: suggested lr {result.suggestion:.2g}")
     return _save(fig, FigureCanvasAgg, path)
