@@ -271,7 +271,7 @@ def plot_lr_find(result, path: str | os.PathLike, *, title: str | None = None) -
         ax.axvline(lr, color=color, linestyle="--", linewidth=1.2, label=label)
     ax.set_xscale("log")
     # The diverging tail would flatten the useful part: clip the y range just above the start.
-    lo = float(np.min(result.smoothed))
+    lo = min(float(np.min(result.smoothed)), float(np.min(result.losses)))
     hi = max(float(result.smoothed[0]), float(result.initial_loss)) if np.isfinite(result.initial_loss) else None
     if hi is not None and hi > lo:
         ax.set_ylim(lo - 0.25 * (hi - lo), hi + 0.35 * (hi - lo))
