@@ -97,6 +97,39 @@ def plot_history(history, path: str | os.PathLike, *, title: str | None = None) 
     return _save(fig, FigureCanvasAgg, path)
 
 
+def plot_learning_rate(history, path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """The learning rate in effect at the end of each epoch (log scale), saved as a PNG.
+
+    Args:
+      history: a ``fnn.train.History`` (or its records, or a dict of lists) with ``epoch`` and
+        ``lr`` (``fit`` records it given a ``LearningRateLog``); missing values are skipped.
+      path: the PNG file to write.
+      title: an optional title.
+
+    Raises:
+      ImportError: matplotlib is not installed.
+      ValueError: no learning rate was recorded.
+    """
+    Figure, FigureCanvasAgg, MaxNLocator = _matplotlib()
+    pts = [(e, v) for e, v in zip(_series(history, "epoch"), _series(history, "lr"), strict=False)
+           if v is not None and np.isfinite(v) and v > 0]
+    if not pts:
+        raise ValueError("plot_learning_rate: no learning rate recorded (fit with callbacks=[LearningRateLog(lr)])")
+    xs, ys = zip(*pts, strict=True)
+    fig = Figure(figsize=(6.0, 3.4), dpi=110, layout="constrained")
+    ax = fig.subplots()
+    ax.plot(xs, ys, "-o", color="tab:purple", markersize=4, linewidth=1.6)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate (log scale)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, which="both", alpha=0.25)
+    if len(xs) == 1:
+        ax.set_xlim(xs[0] - 1, xs[0] + 1)
+    ax.set_title(title or "Learning rate")
+    return _save(fig, FigureCanvasAgg, path)
+
+
 def plot_confusion(confusion, class_names: Sequence[str] | None, path: str | os.PathLike, *,
                    title: str | None = None) -> Path:
     """A confusion matrix as a PNG: rows = true class, columns = predicted class.

@@ -2,7 +2,9 @@
 
 Loads Fashion-MNIST or MNIST, splits off a validation set, standardizes with statistics of
 the training split only, trains with ``fnn.train.fit``, evaluates on the test set and writes
-``checkpoint.fnn``, ``history.jsonl``, ``curves.png`` and ``confusion.png`` under ``--out``.
+``checkpoint.fnn``, ``history.jsonl``, ``curves.png``, ``confusion.png``, ``results.json`` and
+``report.html`` (everything on one self-contained page, ``fnn.report``) under ``--out``. The
+model summary (``fnn.summary``) is logged at the start.
 
 Standard output carries the per-epoch table and the test summary; with ``--json`` the test
 summary moves to stderr and stdout ends with one JSON line. Progress bars, data-loading
@@ -38,7 +40,8 @@ def register(sub) -> None:
     t = sub.add_parser(
         "train", help="train a model on Fashion-MNIST or MNIST and evaluate it on the test set",
         description="Train a model on Fashion-MNIST or MNIST, evaluate it on the test set and save "
-                    "checkpoint.fnn, history.jsonl, curves.png and confusion.png under --out.")
+                    "checkpoint.fnn, history.jsonl, curves.png, confusion.png, results.json and report.html "
+                    "under --out.")
     t.add_argument("--model", choices=MODELS, default="simple_cnn",
                    help="architecture (fnn.models) (default: %(default)s)")
     t.add_argument("--dataset", choices=DATASETS, default="fashion-mnist",
@@ -152,6 +155,8 @@ def _report(args, out: Path, ds, history, result, wall0: float) -> dict:
 def run(args) -> int:
     """``fnn train``: returns the exit status."""
     from fnn import losses, precision
+    from fnn.diagnostics import summary
+    from fnn.report import write_report
     from fnn.train import echo, evaluate, fit, table_header
 
     wall0 = time.perf_counter()
@@ -163,10 +168,12 @@ def run(args) -> int:
     out = args.out or Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     model = _build_model(args.model, tuple(x_train.shape[1:]), len(CLASS_NAMES[ds.name]))
+    model_summary = summary(model, tuple(x_train.shape[1:]))
     _log(f"fnn train: {args.model} on {ds.name} ({'embedded sample' if ds.is_sample else ds.source}): "
          f"{len(x_train)} train, {0 if val is None else len(val[0])} validation, {len(x_test)} test "
          f"images; {args.optimizer} lr={args.lr}, batch {args.batch_size}, {args.epochs} epochs; "
          f"output in {out}")
+    _log(str(model_summary))
     echo(table_header())
     # Mixed precision wraps the trained model; the test set is evaluated in float32.
     trained = model if args.compute_dtype == "float32" else precision.apply_policy(model, args.compute_dtype)
@@ -188,7 +195,12 @@ def run(args) -> int:
     written = _write_outputs(args, out, ds, history, result)
     report = _report(args, out, ds, history, result, wall0)
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    _log(f"fnn train: wrote {out / 'checkpoint.fnn'}, {', '.join(written)}, results.json")
+    written.append("results.json")
+    write_report(out / "report.html", history, {**report, "confusion": result["confusion"]}, summary=model_summary,
+                 settings={k: str(v) for k, v in vars(args).items() if k not in ("run", "command")},
+                 class_names=CLASS_NAMES[ds.name], title=f"fnn train: {args.model} on {ds.name}")
+    written.append("report.html")
+    _log(f"fnn train: wrote {out / 'checkpoint.fnn'}, {', '.join(written)}")
     if args.json:
         sys.stdout.flush()
         print(json.dumps(report), flush=True)
