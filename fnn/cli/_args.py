@@ -62,7 +62,11 @@ class _Exit(Exception):
 
 
 def add_data_arguments(p) -> None:
-    """The options that choose and prepare the data (``_load_data`` reads them), on parser `p`."""
+    """The options that choose the model and the data and prepare it (``_build_model`` and
+    ``_load_data`` read them), on parser `p`."""
+    p.add_argument("--model", choices=MODELS, default="simple_cnn",
+                   help="architecture (fnn.models) (default: %(default)s)")
+    p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist", help="data set (default: %(default)s)")
     p.add_argument("--val-fraction", type=_fraction, default=0.1,
                    help="fraction of the training images held out for validation, 0 for none "
                         "(default: %(default)s)")

@@ -15,9 +15,7 @@ import time
 from pathlib import Path
 
 from fnn.cli._args import (
-    DATASETS,
     GRAD_MODES,
-    MODELS,
     OPTIMIZERS,
     _build_model,
     _Exit,
@@ -39,9 +37,7 @@ def register(sub) -> None:
         description="Train for a few hundred steps while the learning rate grows exponentially, stop when "
                     "the loss diverges, and suggest a learning rate; writes lr_find.png and lr_find.json "
                     "under --out.")
-    p.add_argument("--model", choices=MODELS, default="simple_cnn",
-                   help="architecture (fnn.models) (default: %(default)s)")
-    p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist", help="data set (default: %(default)s)")
+    add_data_arguments(p)
     p.add_argument("--batch-size", type=_positive_int, default=128, help="examples per step (default: %(default)s)")
     p.add_argument("--optimizer", choices=RATE_OPTIMIZERS, default="adam",
                    help="update rule (fnn.optim) (default: %(default)s)")
@@ -54,7 +50,6 @@ def register(sub) -> None:
                    help="how the suggestion is chosen: a tenth of the rate at the smoothed loss's minimum, "
                         "or the steepest descent of the smoothed loss (default: %(default)s)")
     p.add_argument("--grad-mode", choices=GRAD_MODES, default="auto", help="gradients (default: %(default)s)")
-    add_data_arguments(p)
     p.add_argument("--out", type=Path, default=None, help="output directory (default runs/lr-find-<model>-<timestamp>)")
     p.add_argument("--json", action="store_true", help="end stdout with one JSON line: the suggestion and both rules")
     p.set_defaults(run=run)

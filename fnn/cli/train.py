@@ -20,9 +20,7 @@ from pathlib import Path
 
 from fnn.cli._args import (
     CLASS_NAMES,
-    DATASETS,
     GRAD_MODES,
-    MODELS,
     OPTIMIZERS,
     _build_model,
     _Exit,
@@ -42,10 +40,7 @@ def register(sub) -> None:
         description="Train a model on Fashion-MNIST or MNIST, evaluate it on the test set and save "
                     "checkpoint.fnn, history.jsonl, curves.png, confusion.png, results.json and report.html "
                     "under --out.")
-    t.add_argument("--model", choices=MODELS, default="simple_cnn",
-                   help="architecture (fnn.models) (default: %(default)s)")
-    t.add_argument("--dataset", choices=DATASETS, default="fashion-mnist",
-                   help="data set (default: %(default)s)")
+    add_data_arguments(t)
     t.add_argument("--epochs", type=_positive_int, default=10, help="training epochs (default: %(default)s)")
     t.add_argument("--batch-size", type=_positive_int, default=128,
                    help="examples per step (default: %(default)s)")
@@ -58,7 +53,6 @@ def register(sub) -> None:
     t.add_argument("--compute-dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="dtype of the forward and backward passes; parameters, optimizer state and loss "
                         "stay float32 (fnn.precision) (default: %(default)s)")
-    add_data_arguments(t)
     t.add_argument("--out", type=Path, default=None,
                    help="output directory (default runs/<model>-<timestamp>)")
     t.add_argument("--json", action="store_true", help="end stdout with one JSON line of test results")
