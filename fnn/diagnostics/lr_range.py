@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnn._compile import jit
 from fnn.core import Layer, Loss, check_choice, check_positive_int, check_range
 from fnn.data import epoch_indices
 from fnn.train import TrainState, as_key, train_step
@@ -109,7 +110,7 @@ def _sweep_fn(step: Callable, beta: float, diverge: float):
         _, (losses, smoothed) = jax.lax.scan(body, carry, (idx, lrs))
         return losses, smoothed
 
-    return jax.jit(sweep)
+    return jit(sweep)
 
 
 def _indices(n: int, batch_size: int, num_steps: int, key) -> jax.Array:
