@@ -8,14 +8,15 @@
 - ``grad_mode="custom_vjp"``: autodiff, with the model's own backward serving as its VJP rule
   (``with_own_vjp``). Same numbers as manual, and JAX transformations (jit, vmap, grad of grad
   of the loss, ...) compose with it.
-- ``grad_mode="auto"`` (the default everywhere): on the CPU backend, custom_vjp with the XLA:CPU-tuned backward kernels
-  (``with_own_vjp(model, cpu_kernels=True)``, fnn/layers/_fast_cpu.py): inside ``lax.scan`` the
-  textbook conv weight gradient (and autodiff's, the same conv) runs on a slow generic path on
-  XLA:CPU, the tuned one does not. On any other backend, autodiff. Resolved when
-  ``value_and_grad`` is called, from ``jax.default_backend()``.
+- ``grad_mode="auto"`` (the default everywhere): custom_vjp on the CPU backend, autodiff on any
+  other. Resolved when ``value_and_grad`` is called, from ``jax.default_backend()``.
 
-"manual" and "custom_vjp" always run the layers' textbook ``backward``; only "auto" on CPU
-sees the tuned kernels (tested equal to the textbook ones, tests/layers/test_fast_cpu.py).
+On the CPU backend, "manual", "custom_vjp" and "auto" trace the layers' backward with the
+XLA:CPU-tuned kernels of fnn/layers/_fast_cpu.py (the same gradient up to rounding, tested
+equal to the textbook forms): inside ``lax.scan`` the textbook conv weight gradient (and
+autodiff's, the same conv) runs on a slow generic path on XLA:CPU, the tuned one does not.
+``fnn.gradcheck.check_model`` traces the textbook forms (``_fast_cpu.textbook()``), and a
+direct ``layer.backward`` call always runs them.
 """
 
 from __future__ import annotations
@@ -37,10 +38,6 @@ GRAD_MODES = ("auto",) + MODES
 
 def resolve_grad_mode(grad_mode: str, *, name: str = "resolve_grad_mode") -> str:
     """"auto" -> "custom_vjp" on XLA:CPU, "autodiff" elsewhere; other modes pass through.
-
-    On XLA:CPU "auto" is custom_vjp traced with the XLA:CPU-tuned kernels
-    (fnn/layers/_fast_cpu.py), which only ``value_and_grad(..., grad_mode="auto")`` selects:
-    pass "auto" itself on to keep them, since the resolved name means the textbook backward.
 
     Why: inside ``lax.scan`` on XLA:CPU, autodiff's convolution weight gradient runs on a slow
     path (about 80x slower for one conv), while the layers' own backward, used as the VJP
@@ -65,7 +62,7 @@ def with_own_vjp(layer: Layer, *, cpu_kernels: bool = False) -> Layer:
     ``jax.grad`` through the returned layer's ``apply`` runs ``layer_fwd`` once and then
     ``layer_bwd``: the hand-derived gradient, inside any JAX program. ``cpu_kernels=True``
     traces that backward with the XLA:CPU-tuned kernels of fnn/layers/_fast_cpu.py (the same
-    gradient up to rounding; what ``mode="auto"`` uses on CPU). The choice is fixed here, per
+    gradient up to rounding; what ``value_and_grad`` uses on CPU). The choice is fixed here, per
     returned layer, so no compiled program mixes the two.
     """
     kernels = _fast_cpu.enabled if cpu_kernels else contextlib.nullcontext
@@ -123,14 +120,17 @@ def value_and_grad(model: Layer, loss: Loss, mode: str | None = None, *, grad_mo
             raise ValueError(f"value_and_grad: pass grad_mode={grad_mode!r} or the deprecated mode={mode!r}, "
                              f"not both")
         grad_mode = mode
-    cpu_kernels = grad_mode == "auto" and jax.default_backend() == "cpu"
     mode = resolve_grad_mode(grad_mode, name="value_and_grad")
+    cpu_kernels = mode != "autodiff" and jax.default_backend() == "cpu"
 
     if mode == "manual":
+        kernels = _fast_cpu.enabled if cpu_kernels else contextlib.nullcontext
+
         def f(params, state, x, y, *, key=None, train=True):
             pred, new_state, saved = layer_fwd(model, params, state, x, key=key, train=train)
             value = loss.value(pred, y)
-            grads, _ = layer_bwd(model, params, state, saved, loss.backward(pred, y), key=key, train=train)
+            with kernels():
+                grads, _ = layer_bwd(model, params, state, saved, loss.backward(pred, y), key=key, train=train)
             if penalty is not None:
                 value = value + penalty.value(params, None).astype(value.dtype)
                 grads = jax.tree.map(jnp.add, grads, penalty.backward(params, None))

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnn.core import Layer, Loss
+from fnn.layers import _fast_cpu
 from fnn.typing import ArrayLike, DTypeLike, Key, PyTree, ShapeLike
 
 
@@ -210,6 +211,10 @@ def check_model(model: Layer, loss: Loss, input_shape: ShapeLike, target: ArrayL
                 fd_rtol: float = 1e-6, fd_directions: int = 3) -> GradReport:
     """Compare ``backprop.value_and_grad(model, loss, grad_mode="manual")`` with "autodiff" and finite differences.
 
+    The manual gradient is traced with the layers' textbook backward (``_fast_cpu.textbook()``),
+    not the XLA:CPU kernels that training on CPU uses (those are checked against it in
+    tests/layers/test_fast_cpu.py).
+
     Args:
       model: the network (usually a ``serial``).
       loss: its loss.
@@ -240,7 +245,8 @@ def check_model(model: Layer, loss: Loss, input_shape: ShapeLike, target: ArrayL
         fd_pair = _fd_values(objective, params, manual[1], k_fd, fd_directions, fd_eps) if run_fd else None
         return manual, auto, fd_pair
 
-    ((lm, sm), gm), ((la, sa), ga), fd_pair = compute(params)
+    with _fast_cpu.textbook():  # the hand derivations themselves, not the XLA:CPU kernels
+        ((lm, sm), gm), ((la, sa), ga), fd_pair = compute(params)
     _check_structure(f"{model.name} grads", gm, ga)
     err = max(rel_err(gm, ga), rel_err(lm, la), rel_err(sm, sa))
     tol = rtol if rtol is not None else (1e-9 if dtype == jnp.float64 else 1e-4)

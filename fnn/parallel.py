@@ -82,6 +82,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from fnn._compile import jit
+
 __all__ = ["DataParallel", "as_auto_mesh", "data_mesh", "data_parallel", "initialize", "with_mesh_context"]
 
 _AxisType = getattr(jax.sharding, "AxisType", None)  # absent in JAX releases before sharding-in-types
@@ -242,7 +244,7 @@ class DataParallel(NamedTuple):
         def run(*args):
             with _abstract_mesh_scope(self.mesh):
                 return fn(*args)
-        return jax.jit(run, in_shardings=in_shardings, out_shardings=self.replicated,
+        return jit(run, in_shardings=in_shardings, out_shardings=self.replicated,
                        donate_argnums=(0,) if donate else ())
 
     def jit_step(self, step: Callable, *, donate: bool = True) -> Callable:

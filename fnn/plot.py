@@ -1,4 +1,4 @@
-"""Training curves and confusion matrices as PNG files (optional: needs matplotlib).
+"""Training curves, confusion matrices and the learning-rate range test as PNG files (optional: needs matplotlib).
 
 matplotlib is imported inside the functions, so ``import fnn`` works without it. Figures are
 drawn on matplotlib's Agg canvas directly (no pyplot, no global backend switch), which is
@@ -97,6 +97,40 @@ def plot_history(history: History | Mapping[str, Sequence[Any]], path: str | os.
             ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
     if title:
         fig.suptitle(title)
+    return _save(fig, FigureCanvasAgg, path)
+
+
+def plot_learning_rate(history: History | Mapping[str, Sequence[Any]], path: str | os.PathLike, *,
+                       title: str | None = None) -> Path:
+    """The learning rate in effect at the end of each epoch (log scale), saved as a PNG.
+
+    Args:
+      history: a ``fnn.train.History`` (or its records, or a dict of lists) with ``epoch`` and
+        ``lr`` (``fit`` records it given a ``LearningRateLog``); missing values are skipped.
+      path: the PNG file to write.
+      title: an optional title.
+
+    Raises:
+      ImportError: matplotlib is not installed.
+      ValueError: no learning rate was recorded.
+    """
+    Figure, FigureCanvasAgg, MaxNLocator = _matplotlib()
+    pts = [(e, v) for e, v in zip(_series(history, "epoch"), _series(history, "lr"), strict=False)
+           if v is not None and np.isfinite(v) and v > 0]
+    if not pts:
+        raise ValueError("plot_learning_rate: no learning rate recorded (fit with callbacks=[LearningRateLog(lr)])")
+    xs, ys = zip(*pts, strict=True)
+    fig = Figure(figsize=(6.0, 3.4), dpi=110, layout="constrained")
+    ax = fig.subplots()
+    ax.plot(xs, ys, "-o", color="tab:purple", markersize=4, linewidth=1.6)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate (log scale)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, which="both", alpha=0.25)
+    if len(xs) == 1:
+        ax.set_xlim(xs[0] - 1, xs[0] + 1)
+    ax.set_title(title or "Learning rate")
     return _save(fig, FigureCanvasAgg, path)
 
 
@@ -249,4 +283,39 @@ def plot_grad_norms(records: Any, path: str | os.PathLike, *, title: str | None 
                fontsize=8, title_fontsize=9)
     if title:
         fig.suptitle(title)
+    return _save(fig, FigureCanvasAgg, path)
+
+
+def plot_lr_find(result: Any, path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """The learning-rate range test: loss against learning rate (log x), the suggestion marked.
+
+    Args:
+      result: a ``fnn.diagnostics.LrFindResult`` (``lr_find``'s).
+      path: the PNG file to write.
+      title: an optional title (default: the suggestion and its rule).
+
+    Raises:
+      ImportError: matplotlib is not installed.
+    """
+    Figure, FigureCanvasAgg, _ = _matplotlib()
+    fig = Figure(figsize=(7.5, 4.6), dpi=110, layout="constrained")
+    ax = fig.subplots()
+    ax.plot(result.lrs, result.losses, color="0.7", linewidth=1.0, label="batch loss")
+    ax.plot(result.lrs, result.smoothed, color="tab:blue", linewidth=1.8, label="smoothed loss")
+    marks = (("tab:red", result.suggestion, f"suggested {result.suggestion:.2g} ({result.rule})"),
+             ("tab:green", result.lr_min, f"minimum at {result.lr_min:.2g}"))
+    for color, lr, label in marks:
+        ax.axvline(lr, color=color, linestyle="--", linewidth=1.2, label=label)
+    ax.set_xscale("log")
+    # The diverging tail would flatten the useful part: clip the y range just above the start.
+    lo = min(float(np.min(result.smoothed)), float(np.min(result.losses)))
+    hi = max(float(result.smoothed[0]), float(result.initial_loss)) if np.isfinite(result.initial_loss) else None
+    if hi is not None and hi > lo:
+        ax.set_ylim(lo - 0.25 * (hi - lo), hi + 0.35 * (hi - lo))
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.grid(True, which="minor", alpha=0.08)
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"Learning-rate range test: suggested lr {result.suggestion:.2g}")
     return _save(fig, FigureCanvasAgg, path)

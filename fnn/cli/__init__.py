@@ -2,7 +2,8 @@
 
 Each subcommand is one module of this package with ``register(sub)``, which adds its parser
 and sets ``run``, the function that takes the parsed arguments and returns the exit status.
-``fnn train`` (``fnn.cli.train``) is the main job.
+``fnn train`` (``fnn.cli.train``) is the main job; ``fnn lr-find`` (``fnn.cli.lr_find``) the
+learning-rate range test.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fnn.cli import train
+from fnn.cli import lr_find, train
 from fnn.cli._args import format_confusion
 
-COMMANDS = (train,)
+COMMANDS = (train, lr_find)
 """The subcommand modules, in the order ``fnn --help`` lists them."""
 
 __all__ = ["COMMANDS", "build_parser", "format_confusion", "main"]

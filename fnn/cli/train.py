@@ -2,7 +2,9 @@
 
 Loads Fashion-MNIST or MNIST, splits off a validation set, standardizes with statistics of
 the training split only, trains with ``fnn.train.fit``, evaluates on the test set and writes
-``checkpoint.fnn``, ``history.jsonl``, ``curves.png`` and ``confusion.png`` under ``--out``.
+``checkpoint.fnn``, ``history.jsonl``, ``curves.png``, ``confusion.png``, ``results.json`` and
+``report.html`` (everything on one self-contained page, ``fnn.report``) under ``--out``. The
+model summary (``fnn.summary``) is logged at the start.
 
 Standard output carries the per-epoch table and the test summary; with ``--json`` the test
 summary moves to stderr and stdout ends with one JSON line. Progress bars, data-loading
@@ -13,22 +15,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 from fnn.cli._args import (
     CLASS_NAMES,
-    DATASETS,
     GRAD_MODES,
-    MODELS,
     OPTIMIZERS,
+    _build_model,
     _Exit,
-    _fraction,
+    _load_data,
     _log,
     _positive_float,
     _positive_int,
+    add_data_arguments,
     format_confusion,
 )
 
@@ -38,11 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser(
         "train", help="train a model on Fashion-MNIST or MNIST and evaluate it on the test set",
         description="Train a model on Fashion-MNIST or MNIST, evaluate it on the test set and save "
-                    "checkpoint.fnn, history.jsonl, curves.png and confusion.png under --out.")
-    t.add_argument("--model", choices=MODELS, default="simple_cnn",
-                   help="architecture (fnn.models) (default: %(default)s)")
-    t.add_argument("--dataset", choices=DATASETS, default="fashion-mnist",
-                   help="data set (default: %(default)s)")
+                    "checkpoint.fnn, history.jsonl, curves.png, confusion.png, results.json and report.html "
+                    "under --out.")
+    add_data_arguments(t)
     t.add_argument("--epochs", type=_positive_int, default=10, help="training epochs (default: %(default)s)")
     t.add_argument("--batch-size", type=_positive_int, default=128,
                    help="examples per step (default: %(default)s)")
@@ -55,23 +54,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--compute-dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="dtype of the forward and backward passes; parameters, optimizer state and loss "
                         "stay float32 (fnn.precision) (default: %(default)s)")
-    t.add_argument("--val-fraction", type=_fraction, default=0.1,
-                   help="fraction of the training images held out for validation, 0 for none "
-                        "(default: %(default)s)")
-    t.add_argument("--seed", type=int, default=0,
-                   help="PRNG seed (split, init, shuffles, dropout) (default: %(default)s)")
     t.add_argument("--out", type=Path, default=None,
                    help="output directory (default runs/<model>-<timestamp>)")
     t.add_argument("--json", action="store_true", help="end stdout with one JSON line of test results")
-    t.add_argument("--limit", type=_positive_int, default=None,
-                   help="use only the first N training images (smoke runs)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--per-step", action="store_true",
                    help="one jitted call per step instead of one per epoch (debugging)")
-    t.add_argument("--data-dir", type=Path, default=None, help="directory with the four IDX files")
-    t.add_argument("--no-download", action="store_true", help="never try to download the data")
-    t.add_argument("--standardize", choices=("global", "channel", "pixel"), default="global",
-                   help="Standardizer statistics (fit on the training split only) (default: %(default)s)")
     t.add_argument("--weight-decay", type=float, default=0.0, help="coupled L2 weight decay (optim chain)")
     t.add_argument("--clip-norm", type=_positive_float, default=None,
                    help="clip gradients to this global norm")
@@ -95,53 +83,6 @@ def _build_optimizer(args):
     if args.weight_decay:
         parts.append(optim.add_weight_decay(args.weight_decay))
     return optim.chain(*parts, rule) if parts else rule
-
-
-def _build_model(name: str, input_shape: tuple[int, ...], num_classes: int):
-    """The named fnn.models network; mlp gets a Flatten in front and two hidden layers of 256."""
-    try:
-        from fnn import models
-    except ImportError as e:
-        raise SystemExit(f"fnn train: error: fnn.models is not available ({e})") from None
-    if not hasattr(models, name):
-        raise SystemExit(f"fnn train: error: fnn.models has no model {name!r} in this version")
-    if name == "mlp":
-        from fnn.diagnostics import sublayers
-        from fnn.layers.combinators import serial
-        from fnn.layers.reshape import Flatten
-        # One flat serial, so per-layer diagnostics (--record-every) see each Dense layer.
-        return serial(Flatten(), *sublayers(models.mlp((math.prod(input_shape), 256, 256, num_classes))))  # type: ignore[misc]  # mlp is a serial
-    return getattr(models, name)(num_classes=num_classes, input_shape=input_shape)
-
-
-def _load_data(args):
-    """(ds, train, val or None, test, fit_key): split, then standardized with training statistics only."""
-    import jax
-
-    from fnn import data
-
-    loader = data.load_fashion_mnist if args.dataset == "fashion-mnist" else data.load_mnist
-    try:
-        ds = loader(args.data_dir, download=not args.no_download, verbose=True)
-    except (FileNotFoundError, ValueError) as e:
-        raise _Exit(1, f"fnn train: error: {e}") from None
-    (x_train, y_train), (x_test, y_test) = ds.train, ds.test
-    if args.limit is not None:
-        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
-    split_key, fit_key = jax.random.split(jax.random.key(args.seed))
-    val = None
-    if args.val_fraction > 0:
-        try:
-            (x_train, y_train), val = data.train_val_split(x_train, y_train, args.val_fraction, key=split_key)
-        except ValueError as e:
-            raise _Exit(2, f"fnn train: error: {e}") from None
-    scaler = data.Standardizer.fit(x_train, per=args.standardize)
-    if val is not None:
-        val = (scaler.apply(val[0]), val[1])
-    if args.batch_size > len(x_train):
-        raise _Exit(2, f"fnn train: error: --batch-size {args.batch_size} is larger than the {len(x_train)} "
-                       f"training images")
-    return ds, (scaler.apply(x_train), y_train), val, (scaler.apply(x_test), y_test), fit_key
 
 
 def _callbacks(args, out: Path) -> list:
@@ -209,6 +150,8 @@ def _report(args, out: Path, ds, history, result, wall0: float) -> dict:
 def run(args: argparse.Namespace) -> int:
     """``fnn train``: returns the exit status."""
     from fnn import losses, precision
+    from fnn.diagnostics import summary
+    from fnn.report import write_report
     from fnn.train import echo, evaluate, fit, table_header
 
     wall0 = time.perf_counter()
@@ -220,10 +163,12 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     model = _build_model(args.model, tuple(x_train.shape[1:]), len(CLASS_NAMES[ds.name]))
+    model_summary = summary(model, tuple(x_train.shape[1:]))
     _log(f"fnn train: {args.model} on {ds.name} ({'embedded sample' if ds.is_sample else ds.source}): "
          f"{len(x_train)} train, {0 if val is None else len(val[0])} validation, {len(x_test)} test "
          f"images; {args.optimizer} lr={args.lr}, batch {args.batch_size}, {args.epochs} epochs; "
          f"output in {out}")
+    _log(str(model_summary))
     echo(table_header())
     # Mixed precision wraps the trained model; the test set is evaluated in float32.
     trained = model if args.compute_dtype == "float32" else precision.apply_policy(model, args.compute_dtype)
@@ -245,8 +190,13 @@ def run(args: argparse.Namespace) -> int:
     written = _write_outputs(args, out, ds, history, result)
     report = _report(args, out, ds, history, result, wall0)
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    written.append("results.json")
+    write_report(out / "report.html", history, {**report, "confusion": result["confusion"]}, summary=model_summary,
+                 settings={k: str(v) for k, v in vars(args).items() if k not in ("run", "command")},
+                 class_names=CLASS_NAMES[ds.name], title=f"fnn train: {args.model} on {ds.name}")
+    written.append("report.html")
     # The checkpoint is written after each finished epoch: a run stopped in its first has none.
-    listed = [name for name in ("checkpoint.fnn", *written, "results.json") if (out / name).exists()]
+    listed = [name for name in ("checkpoint.fnn", *written) if (out / name).exists()]
     _log(f"fnn train: wrote {', '.join(listed)} in {out}")
     if args.json:
         sys.stdout.flush()

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnn._compile import jit
 from fnn.backprop import resolve_grad_mode, value_and_grad
 from fnn.core import Layer, Loss, Optimizer, layer_fwd
 from fnn.layers.combinators import run_serial
@@ -207,7 +208,7 @@ def _stats_fn(model: Layer, loss: Loss, optimizer: Optimizer | None, grad_mode: 
             out["update_norms"] = jax.tree.map(_norm, updates)
         return out
 
-    return jax.jit(run)
+    return jit(run)
 
 
 def _to_float(tree):

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnn._compile import jit
 from fnn.backprop import resolve_grad_mode
 from fnn.core import Layer, Loss, Optimizer, check_positive_int
 from fnn.train import init_train_state, train_step
@@ -56,7 +57,7 @@ def _overfit_fn(model, loss, optimizer, grad_mode, steps):
         pred, _ = model.apply(ts.params, ts.state, x, train=False)
         return losses_, norms, loss.value(pred, y)
 
-    return jax.jit(run)
+    return jit(run)
 
 
 def overfit_one_batch(model: Layer, loss: Loss, optimizer: Optimizer, x: DataArray, y: DataArray, *, key: jax.Array,

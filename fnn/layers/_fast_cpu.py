@@ -13,20 +13,23 @@ Two of them have a faster form on XLA:CPU, kept here, tested equal to the textbo
 - ``tiled_extremum_grad``: max/min pool backward for windows that tile x (stride = window, no
   padding): a reshape instead of the general scatter, about 2x faster on XLA:CPU.
 
-How they are chosen. ``fnn.backprop.with_own_vjp(model, cpu_kernels=True)`` (which
-``value_and_grad(..., "auto")`` builds on the CPU backend) runs the model's backward, inside its
-``jax.custom_vjp`` rule, within ``enabled()``: a ``contextvars`` flag that Conv's and the pools'
-backward read while JAX traces them, and pick these kernels by function (no string dispatch).
-Nothing else sets the flag, so a direct ``layer.backward(...)`` call, ``grad_mode="manual"`` and
-``"custom_vjp"`` always trace the textbook kernels, and GPU/TPU never see these (``"auto"`` is
-autodiff there).
+How they are chosen. On the CPU backend, ``fnn.backprop.value_and_grad`` traces the layers'
+backward within ``enabled()`` in every grad mode that runs it: "manual" (around ``layer_bwd``),
+"custom_vjp" and "auto" (``with_own_vjp(model, cpu_kernels=True)``, inside the ``jax.custom_vjp``
+rule). ``enabled()`` sets a ``contextvars`` flag that Conv's and the pools' backward read while
+JAX traces them, and pick these kernels by function (no string dispatch). GPU/TPU never see
+them, and neither does a direct ``layer.backward(...)`` call.
 
-Why no compiled program is reused across the two: the flag only changes what a trace records.
-It is set inside the VJP rule of a ``custom_vjp`` made by that one ``with_own_vjp`` call, so
-every jitted program holding a fast kernel was traced from a function object built for the fast
-kernels, and JAX's caches are keyed on those objects. The one way to leak would be a
-``jax.jit``-wrapped function called *inside* a layer's backward, traced first under the flag
-and then hit from a textbook trace; fnn's layers call none.
+The textbook forms stay what the checks check: ``fnn.gradcheck.check_model`` runs within
+``textbook()``, which overrides ``enabled()`` for everything traced inside it, so the hand
+derivation of each layer is what gradcheck compares with autodiff and finite differences, and
+tests/layers/test_fast_cpu.py compares these kernels with that derivation and ``jax.vjp``.
+
+Why no compiled program is reused across the two: the flag only changes what a trace records,
+and it is read at trace time inside functions built by one ``value_and_grad``/``with_own_vjp``
+call, whose jitted programs JAX caches by those function objects. The one way to leak would be
+a ``jax.jit``-wrapped function called *inside* a layer's backward, traced first under one
+setting and hit from the other; fnn's layers call none.
 """
 
 from __future__ import annotations
@@ -42,22 +45,32 @@ from jax import lax
 
 from fnn.layers._geometry import conv_dims, window_slice
 
-_ENABLED = contextvars.ContextVar("fnn_fast_cpu_kernels", default=False)
+_ENABLED: contextvars.ContextVar[bool | None] = contextvars.ContextVar("fnn_fast_cpu_kernels", default=None)
+"""None: not chosen (textbook); True: these kernels; False: textbook, forced by ``textbook()``."""
 
 
 @contextlib.contextmanager
-def enabled():
-    """Trace the layers' backward with the kernels of this module (for ``with_own_vjp`` only)."""
-    token = _ENABLED.set(True)
+def _setting(value: bool | None):
+    token = _ENABLED.set(value)
     try:
         yield
     finally:
         _ENABLED.reset(token)
 
 
+def enabled():
+    """Trace the layers' backward with the kernels of this module, unless inside ``textbook()``."""
+    return _setting(False if _ENABLED.get() is False else True)
+
+
+def textbook():
+    """Trace every backward inside with the textbook forms, even within ``enabled()`` (gradcheck)."""
+    return _setting(False)
+
+
 def active() -> bool:
-    """True while a backward runs inside ``enabled()``."""
-    return _ENABLED.get()
+    """True while a backward is traced inside ``enabled()`` and not inside ``textbook()``."""
+    return _ENABLED.get() is True
 
 
 PATCH_LIMIT = 32
@@ -79,6 +92,18 @@ def _weight_grad_patches(xp, dy, kernel, stride, dilation, pads):
     patches = jnp.stack(cols, axis=-2).reshape(-1, len(cols) * c_in)
     dw = lax.dot_general(patches, dy.reshape(-1, c_out), (((0,), (0,)), ((), ())))
     return dw.reshape(*kernel, c_in, c_out)
+
+
+def _weight_grad_shifted(xp, dy, kernel, stride, dilation, pads):
+    """dw as one matmul per kernel window offset: dw[k] = x_k (N·O, C_in)ᵀ · dy (N·O, C_out), x_k the
+    strided slice of x_pad at offset k·d (no patch matrix is built)."""
+    out, c_in, c_out = dy.shape[1:-1], xp.shape[-1], dy.shape[-1]
+    xpad = lax.pad(xp, np.zeros((), xp.dtype), ((0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)))
+    dy2 = dy.reshape(-1, c_out)
+    dws = [lax.dot_general(window_slice(xpad, [j * d for j, d in zip(offset, dilation, strict=True)], out, stride)
+                           .reshape(-1, c_in), dy2, (((0,), (0,)), ((), ())))
+           for offset in itertools.product(*(range(k) for k in kernel))]
+    return jnp.stack(dws).reshape(*kernel, c_in, c_out)
 
 
 def conv_weight_grad(xp, dy, kernel, stride, dilation, pads, rem):

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnn import optim
+from fnn._compile import jit
 from fnn.backprop import resolve_grad_mode
 from fnn.core import Layer, Loss, Optimizer, check_choice, check_positive_int, fmt_shape
 from fnn.search.reserved import scale_params, traced_weight_decay
@@ -88,12 +89,12 @@ def _programs(model, loss, make_optimizer, input_shape, batch_size, mode, vector
 
     evaluate = None
     if validate:
-        evaluate = jax.jit(jax.vmap(eval_one, in_axes=(0, 0, None, None, None)) if vectorize else eval_one)
+        evaluate = jit(jax.vmap(eval_one, in_axes=(0, 0, None, None, None)) if vectorize else eval_one)
     if vectorize:
-        return _Programs(jax.jit(jax.vmap(init_one)),
-                         jax.jit(jax.vmap(epoch_one, in_axes=(0, 0, None, None, None)), donate_argnums=0),
+        return _Programs(jit(jax.vmap(init_one)),
+                         jit(jax.vmap(epoch_one, in_axes=(0, 0, None, None, None)), donate_argnums=0),
                          evaluate)
-    return _Programs(jax.jit(init_one), jax.jit(epoch_one, donate_argnums=0), evaluate)
+    return _Programs(jit(init_one), jit(epoch_one, donate_argnums=0), evaluate)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from fnn._compile import jit
 from fnn.data import epoch_indices
 from fnn.optim._base import default_float
 from fnn.train.history import STEP_FIELDS
@@ -167,7 +168,7 @@ def programs(model, loss, optimizer, penalty, mode: str, batch_size: int, remain
                      constrain=None if dp is None else dp.constrain_stacked)
     if dp is not None:
         return Programs(dp.jit_epoch(epoch), dp.jit_carry_step(body), step)
-    return Programs(jax.jit(epoch, donate_argnums=0), jax.jit(body, donate_argnums=0), step)
+    return Programs(jit(epoch, donate_argnums=0), jit(body, donate_argnums=0), step)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnn._compile import jit
 from fnn.core import Layer, Loss, check_positive_int
 from fnn.optim._base import default_float
 from fnn.train.checks import check_labels, check_xy
@@ -52,7 +53,7 @@ def evaluation_sums(model: Layer, loss: Loss, params: PyTree, state: PyTree, xb:
 
 @functools.lru_cache(maxsize=64)
 def _compiled(model: Layer, loss: Loss):
-    return jax.jit(functools.partial(evaluation_sums, model, loss))
+    return jit(functools.partial(evaluation_sums, model, loss))
 
 
 def padded_batches(x: DataArray, y: DataArray, batch_size: int) -> tuple[Array, Array, Array]:

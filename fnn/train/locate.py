@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnn._compile import jit
 from fnn.train import epoch as ep
 from fnn.train.state import TrainState, copy_tree
 
@@ -40,7 +41,7 @@ def locator(programs: ep.Programs, data: tuple[Any, Any], batch_size: int, remai
         idx, mask, lr_scale = np.asarray(idx), np.asarray(mask), scale()
         ts = copy_tree(ts)._replace(key=k)
         use_mask = remainder == "pad"
-        step = jax.jit(programs.raw_step, static_argnums=())
+        step = jit(programs.raw_step, static_argnums=())
         batch = lambda i: (x[idx[i]], y[idx[i]], mask[i])
         for i in range(first_bad):
             xb, yb, mb = batch(i)

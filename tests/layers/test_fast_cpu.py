@@ -103,24 +103,60 @@ def test_pool_tiled_gradient_equals_textbook_and_vjp(case, seed, dtype):
         np.testing.assert_array_equal(textbook[1], ref[1])
 
 
-def test_only_auto_on_cpu_traces_the_fast_kernels():
-    """A first-layer conv (C_in 1) takes the patch matmul in the fast kernels, a conv in the textbook:
-    "auto" (CPU) traces dot_general for dw, "custom_vjp" and "manual" never do."""
+def _traces_fast_dw(f, *args) -> bool:
+    """A first-layer conv (C_in 1) takes the patch matmul in the fast kernels, a conv in the
+    textbook form: whether f's jaxpr holds a dot_general."""
+    return "dot_general" in str(jax.make_jaxpr(f)(*args))
+
+
+def _tiny_conv():
     from fnn.layers.combinators import serial
 
     model = serial(Conv2D(2, 3), Flatten())
     _, params, state = model.init(jax.random.key(0), (5, 5, 1))
-    x, y = jnp.ones((2, 5, 5, 1)), jnp.zeros((2, 18))
+    return model, params, state, jnp.ones((2, 5, 5, 1)), jnp.zeros((2, 18))
+
+
+def test_every_hand_derived_mode_on_cpu_traces_the_fast_kernels():
+    """"auto", "custom_vjp" and "manual" (CPU) trace the patch matmul for dw; autodiff does not."""
+    model, params, state, x, y = _tiny_conv()
 
     def grad_prims(mode):
         vg = backprop.value_and_grad(model, mse, grad_mode=mode)
-        text = str(jax.make_jaxpr(lambda p: vg(p, state, x, y)[1])(params))
-        return "dot_general" in text
+        return _traces_fast_dw(lambda p: vg(p, state, x, y)[1], params)
 
     assert jax.default_backend() == "cpu"
-    assert grad_prims("auto")
-    assert not grad_prims("custom_vjp") and not grad_prims("manual")
+    assert grad_prims("auto") and grad_prims("custom_vjp") and grad_prims("manual")
+    assert not grad_prims("autodiff")
     assert not _fast_cpu.active()  # the switch never leaks out of a trace
+
+
+def test_gradcheck_and_direct_backward_trace_the_textbook_forms(monkeypatch):
+    """check_model checks the hand derivations, not the kernels: textbook() wins over enabled(),
+    so a wrong textbook dw is caught although training on CPU never runs it."""
+    from fnn import gradcheck
+    from fnn.layers import conv as conv_module
+
+    orig_fast, orig_textbook = _fast_cpu.conv_weight_grad, conv_module._weight_grad
+    model, params, state, x, y = _tiny_conv()
+    vg = backprop.value_and_grad(model, mse, grad_mode="manual")
+    with _fast_cpu.textbook():
+        assert not _traces_fast_dw(lambda p: vg(p, state, x, y)[1], params)
+        with _fast_cpu.enabled():
+            assert not _fast_cpu.active()
+    assert not _traces_fast_dw(lambda p: model.backward(p, state, x, jnp.ones((2, 18)))[0], params)
+
+    def fit_conv():
+        return gradcheck.check_model(Conv2D(2, 3), mse, (5, 5, 1), jnp.zeros((2, 3, 3, 2)), key=jax.random.key(1))
+
+    seen = []
+    with monkeypatch.context() as m:
+        m.setattr(_fast_cpu, "conv_weight_grad", lambda *a: seen.append(1) or orig_fast(*a))
+        fit_conv()
+        assert seen == []  # check_model never traced the kernel
+        m.setattr(conv_module, "_weight_grad", lambda *a: 1.01 * orig_textbook(*a))
+        with pytest.raises(gradcheck.GradCheckError, match="differs from autodiff"):
+            fit_conv()
 
 
 def test_auto_is_with_own_vjp_cpu_kernels_and_close_to_textbook(key):
