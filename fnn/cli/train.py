@@ -2,7 +2,8 @@
 
 Loads Fashion-MNIST or MNIST, splits off a validation set, standardizes with statistics of
 the training split only, trains with ``fnn.train.fit``, evaluates on the test set and writes
-``checkpoint.fnn``, ``history.jsonl``, ``curves.png`` and ``confusion.png`` under ``--out``.
+``model.fnn`` (the trained parameters, for ``fnn predict`` / ``fnn evaluate``), ``checkpoint.fnn``
+(the resumable training state), ``history.jsonl``, ``curves.png`` and ``confusion.png`` under ``--out``.
 
 Standard output carries the per-epoch table and the test summary; with ``--json`` the test
 summary moves to stderr and stdout ends with one JSON line. Progress bars, data-loading
@@ -30,6 +31,8 @@ from fnn.cli._args import (
     _positive_int,
     format_confusion,
 )
+from fnn.cli._trained import MODEL_FILE, load_dataset, run_metadata
+from fnn.cli._trained import build_model as _build_model
 
 
 def register(sub) -> None:
@@ -37,7 +40,8 @@ def register(sub) -> None:
     t = sub.add_parser(
         "train", help="train a model on Fashion-MNIST or MNIST and evaluate it on the test set",
         description="Train a model on Fashion-MNIST or MNIST, evaluate it on the test set and save "
-                    "checkpoint.fnn, history.jsonl, curves.png and confusion.png under --out.")
+                    "model.fnn (for fnn predict and fnn evaluate), checkpoint.fnn (to --resume), "
+                    "history.jsonl, curves.png and confusion.png under --out.")
     t.add_argument("--model", choices=MODELS, default="simple_cnn",
                    help="architecture (fnn.models) (default: %(default)s)")
     t.add_argument("--dataset", choices=DATASETS, default="fashion-mnist",
@@ -96,34 +100,14 @@ def _build_optimizer(args):
     return optim.chain(*parts, rule) if parts else rule
 
 
-def _build_model(name: str, input_shape: tuple[int, ...], num_classes: int):
-    """The named fnn.models network; mlp gets a Flatten in front and two hidden layers of 256."""
-    try:
-        from fnn import models
-    except ImportError as e:
-        raise SystemExit(f"fnn train: error: fnn.models is not available ({e})") from None
-    if not hasattr(models, name):
-        raise SystemExit(f"fnn train: error: fnn.models has no model {name!r} in this version")
-    if name == "mlp":
-        from fnn.diagnostics import sublayers
-        from fnn.layers.combinators import serial
-        from fnn.layers.reshape import Flatten
-        # One flat serial, so per-layer diagnostics (--record-every) see each Dense layer.
-        return serial(Flatten(), *sublayers(models.mlp((math.prod(input_shape), 256, 256, num_classes))))
-    return getattr(models, name)(num_classes=num_classes, input_shape=input_shape)
-
-
 def _load_data(args):
-    """(ds, train, val or None, test, fit_key): split, then standardized with training statistics only."""
+    """(ds, train, val or None, test, fit_key, scaler): split, then standardized with the training
+    split's statistics only (the Standardizer `scaler`)."""
     import jax
 
     from fnn import data
 
-    loader = data.load_fashion_mnist if args.dataset == "fashion-mnist" else data.load_mnist
-    try:
-        ds = loader(args.data_dir, download=not args.no_download, verbose=True)
-    except (FileNotFoundError, ValueError) as e:
-        raise _Exit(1, f"fnn train: error: {e}") from None
+    ds = load_dataset("fnn train", args.dataset, args.data_dir, download=not args.no_download)
     (x_train, y_train), (x_test, y_test) = ds.train, ds.test
     if args.limit is not None:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
@@ -140,10 +124,10 @@ def _load_data(args):
     if args.batch_size > len(x_train):
         raise _Exit(2, f"fnn train: error: --batch-size {args.batch_size} is larger than the {len(x_train)} "
                        f"training images")
-    return ds, (scaler.apply(x_train), y_train), val, (scaler.apply(x_test), y_test), fit_key
+    return ds, (scaler.apply(x_train), y_train), val, (scaler.apply(x_test), y_test), fit_key, scaler
 
 
-def _callbacks(args, out: Path) -> list:
+def _callbacks(args, out: Path, metadata: dict) -> list:
     from fnn.train import (
         Checkpoint,
         EarlyStopping,
@@ -160,7 +144,7 @@ def _callbacks(args, out: Path) -> list:
 
     progress = False if args.no_progress else None  # None: a bar only when stderr is a terminal
     callbacks = [print_row, LearningRateLog(args.lr), Progress(progress),
-                 Checkpoint(out, resume=args.resume, verbose=not args.no_progress)]
+                 Checkpoint(out, resume=args.resume, verbose=not args.no_progress, metadata=metadata)]
     callbacks += [ReduceLROnPlateau(0.5, patience=args.plateau)] if args.plateau else []
     callbacks += [EarlyStopping(args.early_stopping)] if args.early_stopping else []
     callbacks += [StepRecorder(args.record_every)] if args.record_every else []
@@ -208,17 +192,19 @@ def _report(args, out: Path, ds, history, result, wall0: float) -> dict:
 def run(args) -> int:
     """``fnn train``: returns the exit status."""
     from fnn import losses, precision
+    from fnn.checkpoint import save_params
     from fnn.train import echo, evaluate, fit, table_header
 
     wall0 = time.perf_counter()
     try:
-        ds, (x_train, y_train), val, (x_test, y_test), fit_key = _load_data(args)
+        ds, (x_train, y_train), val, (x_test, y_test), fit_key, scaler = _load_data(args)
     except _Exit as e:
         _log(str(e))
         return e.code
     out = args.out or Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     model = _build_model(args.model, tuple(x_train.shape[1:]), len(CLASS_NAMES[ds.name]))
+    metadata = run_metadata(args.model, x_train.shape[1:], CLASS_NAMES[ds.name], ds.name, scaler)
     _log(f"fnn train: {args.model} on {ds.name} ({'embedded sample' if ds.is_sample else ds.source}): "
          f"{len(x_train)} train, {0 if val is None else len(val[0])} validation, {len(x_test)} test "
          f"images; {args.optimizer} lr={args.lr}, batch {args.batch_size}, {args.epochs} epochs; "
@@ -229,7 +215,7 @@ def run(args) -> int:
     try:
         ts, history = fit(trained, losses.softmax_cross_entropy, _build_optimizer(args), (x_train, y_train),
                           epochs=args.epochs, batch_size=args.batch_size, key=fit_key, val_data=val,
-                          fused=not args.per_step, grad_mode=args.grad_mode, callbacks=_callbacks(args, out))
+                          fused=not args.per_step, grad_mode=args.grad_mode, callbacks=_callbacks(args, out, metadata))
     except ValueError as e:
         _log(f"fnn train: error: {e}")
         return 2
@@ -241,7 +227,9 @@ def run(args) -> int:
     echo(f"test: loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f} "
          f"({len(x_test)} images)", file=summary_file)
     echo(format_confusion(result["confusion"], CLASS_NAMES[ds.name]), file=summary_file)
-    written = _write_outputs(args, out, ds, history, result)
+    save_params(out / MODEL_FILE, ts.params, ts.state,
+                metadata={**metadata, "test_accuracy": result["accuracy"], "test_loss": result["loss"]})
+    written = [MODEL_FILE] + _write_outputs(args, out, ds, history, result)
     report = _report(args, out, ds, history, result, wall0)
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     _log(f"fnn train: wrote {out / 'checkpoint.fnn'}, {', '.join(written)}, results.json")
