@@ -27,8 +27,8 @@ import json
 import os
 import secrets
 import struct
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax

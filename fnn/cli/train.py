@@ -13,7 +13,6 @@ messages and warnings go to stderr.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
