@@ -88,7 +88,7 @@ for i, path in enumerate(sys.argv[1:]):
 """
 
 
-@pytest.mark.parametrize("page", ["concepts.md", "index.md"])
+@pytest.mark.parametrize("page", ["concepts.md", "index.md", "train-save-predict.md"])
 def test_code_blocks_on_the_page_run(page, tmp_path):
     """Every python block runs, each in a fresh namespace (one process: JAX is imported once)."""
     blocks = _python_blocks(DOCS / page)
