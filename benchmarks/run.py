@@ -49,6 +49,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))          # the impl_* modules
 sys.path.insert(1, str(HERE.parent))   # fnn from the checkout, also when it is not installed
 
+from machine import cpu_flags, cpu_model  # noqa: E402
+
 
 class Workload(NamedTuple):
     """A fixed training job; ``build`` in every impl module knows each name."""
@@ -218,16 +220,6 @@ def measure(impl: str, workload: Workload, data: Data, settings: Settings) -> di
 # The parent: environment, children, table, ratios, targets
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def device_label(device: str) -> str:
     """"cpu" becomes the CPU model and core count; a GPU name stays as it is."""
     return f"{cpu_model()} ({os.cpu_count()} cores)" if device == "cpu" else device
@@ -255,6 +247,9 @@ def probe() -> dict:
     from fnn.train import resolve_grad_mode
 
     info["fnn_auto_mode"] = resolve_grad_mode("auto")
+    from fnn._compile import cpu_options
+
+    info["fnn_cpu_options"] = cpu_options()
     return info
 
 
@@ -394,6 +389,9 @@ def parent(args) -> int:
     print(f"# fnn benchmarks, {datetime.date.today().isoformat()}, {kind} run", flush=True)
     print(f"# device: {device}; jax backend {env['jax_backend']}; torch threads {env['torch_threads']}; "
           f"fnn auto grad mode: {env['fnn_auto_mode']}")
+    if not on_gpu:
+        print(f"# cpu vector flags: {' '.join(cpu_flags()) or 'none found'}; fnn's XLA:CPU compiler options: "
+              f"{env['fnn_cpu_options'] or 'none (XLA defaults)'}")
     names = ("python", "jax", "jaxlib", "flax", "equinox", "optax", "torch", "numpy")
     print("# versions: " + ", ".join(f"{k} {env[k]}" for k in names))
     try:

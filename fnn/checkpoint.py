@@ -27,14 +27,15 @@ import json
 import os
 import secrets
 import struct
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn.core import fmt_shape
+from fnn.core import Layer, fmt_shape
 
 MAGIC = b"FNNCKPT1"
 VERSION = 1
@@ -258,16 +259,133 @@ def restore(path: str | os.PathLike, like: Any) -> Any:
     """
     path = Path(path)
     header, payload = _read(path)
+    return _restore_from(path, header, payload, like)
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path.startswith(prefix) and path[len(prefix):len(prefix) + 1] in ("", "[", ".")
+
+
+def _restore_from(path: Path, header: dict, payload: memoryview, like: Any, prefix: str | None = None) -> Any:
+    """`like` filled from a read checkpoint; with `prefix` (a key path such as
+    ``"['train_state']"``), from the stored leaves under ``prefix + p`` for each top-level
+    entry ``p`` of like (``.params``, ``.state``), which must match like's leaves one for one
+    (the stored treedef covers the whole file, so leaf paths, shapes and dtypes are compared)."""
     like_leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
-    stored_paths = [e["path"] for e in header["leaves"]]
+    entries = header["leaves"]
+    if prefix is not None:
+        tops = [jax.tree_util.keystr((k,)) for k in _top_keys(like)]
+        entries = [{**e, "path": e["path"][len(prefix):]} for e in entries
+                   if any(_under(e["path"], prefix + t) for t in tops)]
+    stored_paths = [e["path"] for e in entries]
     like_paths = [jax.tree_util.keystr(p) for p, _ in like_leaves]
-    if stored_paths != like_paths or header["treedef"] != str(treedef):
+    if stored_paths != like_paths or (prefix is None and header["treedef"] != str(treedef)):
         missing = [p for p in like_paths if p not in stored_paths]
         extra = [p for p in stored_paths if p not in like_paths]
         detail = "".join([f"; leaves missing from the file: {missing[:5]}" if missing else "",
                           f"; leaves in the file but not in like: {extra[:5]}" if extra else ""])
-        raise ValueError(f"restore: {path}: tree structure does not match: expected {treedef}, "
-                         f"got {header['treedef']}{detail}")
+        got = header["treedef"] if prefix is None else f"the leaves under {prefix} of {header['treedef']}"
+        raise ValueError(f"restore: {path}: tree structure does not match: expected {treedef}, got {got}{detail}")
     leaves = [_restore_leaf(path, entry, leaf, payload)
-              for entry, (_, leaf) in zip(header["leaves"], like_leaves, strict=True)]
+              for entry, (_, leaf) in zip(entries, like_leaves, strict=True)]
     return jax.tree.unflatten(treedef, leaves)
+
+
+# ----------------------------------------------------------------------------------------
+# Parameters only: inference without the optimizer
+
+_TRAIN_STATE = "['train_state']"  # where fnn.train.Checkpoint keeps the TrainState
+
+
+class _ParamsState(NamedTuple):
+    params: Any
+    state: Any
+
+
+def _top_keys(like: Any) -> list:
+    """The first key of each top-level entry of a NamedTuple (attributes) or dict."""
+    if isinstance(like, tuple) and hasattr(like, "_fields"):
+        return [jax.tree_util.GetAttrKey(f) for f in like._fields]
+    return [jax.tree_util.DictKey(k) for k in like]
+
+
+def save_params(path: str | os.PathLike, params: Any, state: Any, *, metadata: dict | None = None) -> None:
+    """Write a model's `params` and `state` (no optimizer state, no key) to `path` with `save`.
+
+    The file holds the tree ``{"params": params, "state": state}``; `load_params` reads it
+    back given the model. Put what is needed to rebuild the model and its input pipeline in
+    `metadata` (``fnn train`` stores ``model``, ``input_shape``, ``class_names`` and the
+    ``standardizer``'s statistics there).
+
+    Args:
+      path: destination file (``.fnn`` by convention), written atomically.
+      params, state: e.g. ``ts.params, ts.state`` of a trained ``TrainState``.
+      metadata: a JSON-serializable dict, read back with `read_metadata`.
+    """
+    save(path, {"params": params, "state": state}, metadata=metadata)
+
+
+def load_params(path: str | os.PathLike, model: Layer, input_shape: Sequence[int] | None = None) -> tuple[Any, Any]:
+    """``(params, state)`` of `model` from a `save_params` file or a full training checkpoint.
+
+    Args:
+      path: a file written by `save_params` (``fnn train``'s ``model.fnn``), or by
+        ``fnn.train.Checkpoint`` (``checkpoint.fnn``: its TrainState's params and state are
+        read, the optimizer state is skipped).
+      model: the Layer the parameters belong to; its ``init`` gives the expected tree (through
+        ``jax.eval_shape``: nothing is computed).
+      input_shape: the shape of one example, without the batch axis; by default the file's
+        ``metadata["input_shape"]``.
+
+    Returns:
+      ``(params, state)``: JAX arrays bitwise equal to those saved, in the model's structure.
+
+    Raises:
+      FileNotFoundError: no file at `path`.
+      ValueError: a damaged file, no `input_shape` given or stored, or parameters that do not
+        belong to `model` at `input_shape` (the message names the leaf and both shapes).
+    """
+    path = Path(path)
+    header, payload = _read(path)
+    if input_shape is None:
+        input_shape = header["metadata"].get("input_shape")
+        if input_shape is None:
+            raise ValueError(f"load_params: {path} stores no input_shape in its metadata; pass "
+                             f"input_shape=, the shape of one example (e.g. (28, 28, 1))")
+    input_shape = tuple(int(d) for d in input_shape)
+    _, params, state = jax.eval_shape(lambda key: model.init(key, input_shape), jax.random.key(0))
+    full = any(_under(e["path"], _TRAIN_STATE) for e in header["leaves"]) or "'train_state'" in header["treedef"]
+    try:
+        if full:  # a TrainState's fields are attributes: .params, .state
+            out = _restore_from(path, header, payload, _ParamsState(params, state), prefix=_TRAIN_STATE)
+        else:
+            out = _ParamsState(**_restore_from(path, header, payload, {"params": params, "state": state}))
+    except ValueError as e:
+        raise ValueError(f"load_params: {path} does not hold the parameters of {model.name} for "
+                         f"input_shape {fmt_shape(input_shape)}: {e}") from None
+    return out.params, out.state
+
+
+def save_npz(path: str | os.PathLike, params: Any, state: Any = None) -> Path:
+    """Export `params` (and `state`) to a NumPy ``.npz`` file keyed by their paths in the tree.
+
+    Keys are the key paths joined by ``/``: ``params/0/w`` is ``params[0]["w"]``, ``state/3/mean``
+    a BatchNorm running mean. Read it with ``numpy.load`` from any language with an npz reader;
+    the tree structure itself is not stored (use `save_params` to load it back into fnn).
+
+    Returns:
+      The path written.
+
+    Raises:
+      ValueError: a leaf is not a numeric array.
+    """
+    path = Path(path)
+    tree = {"params": params} if state is None else {"params": params, "state": state}
+    arrays: dict[str, Any] = {}
+    for key_path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        where = jax.tree_util.keystr(key_path, simple=True, separator="/")
+        arrays[where] = _to_host(where, leaf)[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:  # a file object: numpy would append ".npz" to a path without it
+        np.savez(f, **arrays)
+    return path

@@ -72,7 +72,7 @@ def plot_history(history: History | Mapping[str, Sequence[Any]], path: str | os.
         raise ValueError("plot_history: the history has no epochs")
     fig = Figure(figsize=(11, 4.2), dpi=110, layout="constrained")
     axes = fig.subplots(1, 2)
-    panels = (("loss", "Loss", "cross-entropy loss"), ("accuracy", "Accuracy", "accuracy"))
+    panels = (("loss", "Loss", "loss"), ("accuracy", "Accuracy", "accuracy"))  # any loss: mse too
     for ax, (metric, heading, ylabel) in zip(axes, panels, strict=True):
         drawn = False
         for split, style, color in (("train", "-o", "tab:blue"), ("val", "-s", "tab:orange")):

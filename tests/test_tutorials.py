@@ -88,7 +88,8 @@ for i, path in enumerate(sys.argv[1:]):
 """
 
 
-@pytest.mark.parametrize("page", ["concepts.md", "index.md", "optax.md", "reproducibility.md", "api/*.md"])
+@pytest.mark.parametrize("page", ["concepts.md", "index.md", "train-save-predict.md", "optax.md", "reproducibility.md",
+                                  "api/*.md"])
 def test_code_blocks_on_the_page_run(page, tmp_path):
     """Every python block runs, each in a fresh namespace (one process per entry, so JAX is
     imported once; "api/*.md" runs every API page's examples together)."""

@@ -2,7 +2,8 @@
 
 Each subcommand is one module of this package with ``register(sub)``, which adds its parser
 and sets ``run``, the function that takes the parsed arguments and returns the exit status.
-``fnn train`` (``fnn.cli.train``) is the main job; ``fnn lr-find`` (``fnn.cli.lr_find``) the
+``fnn train`` (``fnn.cli.train``) is the main job; ``fnn evaluate``, ``fnn predict`` and
+``fnn export`` use the model it saves; ``fnn lr-find`` (``fnn.cli.lr_find``) is the
 learning-rate range test.
 """
 
@@ -11,19 +12,25 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fnn.cli import lr_find, train
+from fnn.cli import evaluate, export, lr_find, predict, train
 from fnn.cli._args import format_confusion
 
-COMMANDS = (train, lr_find)
+COMMANDS = (train, evaluate, predict, export, lr_find)
 """The subcommand modules, in the order ``fnn --help`` lists them."""
 
 __all__ = ["COMMANDS", "build_parser", "format_confusion", "main"]
+
+
+def _version() -> str:
+    import fnn
+    return fnn.__version__
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``fnn`` argument parser with every subcommand of ``COMMANDS``."""
     parser = argparse.ArgumentParser(prog="fnn",
                                      description="fnn: a functional neural-network library on JAX.")
+    parser.add_argument("--version", action="version", version=f"fnn {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)

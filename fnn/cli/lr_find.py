@@ -18,15 +18,14 @@ from pathlib import Path
 from fnn.cli._args import (
     GRAD_MODES,
     OPTIMIZERS,
-    _build_model,
     _Exit,
     _fraction,
-    _load_data,
     _log,
     _positive_float,
     _positive_int,
     add_data_arguments,
 )
+from fnn.cli._trained import build_model, load_data
 
 RATE_OPTIMIZERS = tuple(o for o in OPTIMIZERS if o != "rprop")  # Rprop adapts its own step sizes
 
@@ -63,13 +62,13 @@ def run(args: argparse.Namespace) -> int:
     from fnn.diagnostics import lr_find
 
     try:
-        ds, (x_train, y_train), _, _, key = _load_data(args)
+        ds, (x_train, y_train), _, _, key, _ = load_data(args)
     except _Exit as e:
         _log(str(e))
         return e.code
     out = args.out or Path("runs") / f"lr-find-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    model = _build_model(args.model, tuple(x_train.shape[1:]), len(CLASS_NAMES[ds.name]))
+    model = build_model(args.model, tuple(x_train.shape[1:]), len(CLASS_NAMES[ds.name]))
     _log(f"fnn lr-find: {args.model} on {ds.name} ({len(x_train)} images), {args.optimizer}, "
          f"lr from {args.min_lr:g} to {args.max_lr:g} in {args.steps} steps of batch {args.batch_size}")
     try:

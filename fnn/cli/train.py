@@ -2,9 +2,10 @@
 
 Loads Fashion-MNIST or MNIST, splits off a validation set, standardizes with statistics of
 the training split only, trains with ``fnn.train.fit``, evaluates on the test set and writes
-``checkpoint.fnn``, ``history.jsonl``, ``curves.png``, ``confusion.png``, ``results.json`` and
-``report.html`` (everything on one self-contained page, ``fnn.report``) under ``--out``. The
-model summary (``fnn.summary``) is logged at the start.
+``model.fnn`` (the trained parameters, for ``fnn predict`` / ``fnn evaluate``), ``checkpoint.fnn``
+(the resumable training state), ``history.jsonl``, ``curves.png``, ``confusion.png``,
+``results.json`` and ``report.html`` (everything on one self-contained page, ``fnn.report``)
+under ``--out``. The model summary (``fnn.summary``) is logged at the start.
 
 Standard output carries the per-epoch table and the test summary; with ``--json`` the test
 summary moves to stderr and stdout ends with one JSON line. Progress bars, data-loading
@@ -23,15 +24,14 @@ from fnn.cli._args import (
     CLASS_NAMES,
     GRAD_MODES,
     OPTIMIZERS,
-    _build_model,
     _Exit,
-    _load_data,
     _log,
     _positive_float,
     _positive_int,
     add_data_arguments,
     format_confusion,
 )
+from fnn.cli._trained import MODEL_FILE, build_model, load_data, run_metadata
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser(
         "train", help="train a model on Fashion-MNIST or MNIST and evaluate it on the test set",
         description="Train a model on Fashion-MNIST or MNIST, evaluate it on the test set and save "
-                    "checkpoint.fnn, history.jsonl, curves.png, confusion.png, results.json and report.html "
-                    "under --out.")
+                    "model.fnn (for fnn predict and fnn evaluate), checkpoint.fnn (to --resume), "
+                    "history.jsonl, curves.png, confusion.png, results.json and report.html under --out.")
     add_data_arguments(t)
     t.add_argument("--epochs", type=_positive_int, default=10, help="training epochs (default: %(default)s)")
     t.add_argument("--batch-size", type=_positive_int, default=128,
@@ -85,7 +85,7 @@ def _build_optimizer(args):
     return optim.chain(*parts, rule) if parts else rule
 
 
-def _callbacks(args, out: Path) -> list:
+def _callbacks(args, out: Path, metadata: dict) -> list:
     from fnn.train import (
         Checkpoint,
         EarlyStopping,
@@ -102,7 +102,7 @@ def _callbacks(args, out: Path) -> list:
 
     progress = False if args.no_progress else None  # None: a bar only when stderr is a terminal
     callbacks = [print_row, LearningRateLog(args.lr), Progress(progress),
-                 Checkpoint(out, resume=args.resume, verbose=not args.no_progress)]
+                 Checkpoint(out, resume=args.resume, verbose=not args.no_progress, metadata=metadata)]
     callbacks += [ReduceLROnPlateau(0.5, patience=args.plateau)] if args.plateau else []
     callbacks += [EarlyStopping(args.early_stopping)] if args.early_stopping else []
     callbacks += [StepRecorder(args.record_every)] if args.record_every else []
@@ -150,20 +150,22 @@ def _report(args, out: Path, ds, history, result, wall0: float) -> dict:
 def run(args: argparse.Namespace) -> int:
     """``fnn train``: returns the exit status."""
     from fnn import losses, precision
+    from fnn.checkpoint import save_params
     from fnn.diagnostics import summary
     from fnn.report import write_report
     from fnn.train import echo, evaluate, fit, table_header
 
     wall0 = time.perf_counter()
     try:
-        ds, (x_train, y_train), val, (x_test, y_test), fit_key = _load_data(args)
+        ds, (x_train, y_train), val, (x_test, y_test), fit_key, scaler = load_data(args)
     except _Exit as e:
         _log(str(e))
         return e.code
     out = args.out or Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    model = _build_model(args.model, tuple(x_train.shape[1:]), len(CLASS_NAMES[ds.name]))
+    model = build_model(args.model, tuple(x_train.shape[1:]), len(CLASS_NAMES[ds.name]))
     model_summary = summary(model, tuple(x_train.shape[1:]))
+    metadata = run_metadata(args.model, x_train.shape[1:], CLASS_NAMES[ds.name], ds.name, scaler)
     _log(f"fnn train: {args.model} on {ds.name} ({'embedded sample' if ds.is_sample else ds.source}): "
          f"{len(x_train)} train, {0 if val is None else len(val[0])} validation, {len(x_test)} test "
          f"images; {args.optimizer} lr={args.lr}, batch {args.batch_size}, {args.epochs} epochs; "
@@ -175,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         ts, history = fit(trained, losses.softmax_cross_entropy, _build_optimizer(args), (x_train, y_train),
                           epochs=args.epochs, batch_size=args.batch_size, key=fit_key, val_data=val,
-                          fused=not args.per_step, grad_mode=args.grad_mode, callbacks=_callbacks(args, out))
+                          fused=not args.per_step, grad_mode=args.grad_mode, callbacks=_callbacks(args, out, metadata))
     except ValueError as e:
         _log(f"fnn train: error: {e}")
         return 2
@@ -187,7 +189,9 @@ def run(args: argparse.Namespace) -> int:
     echo(f"test: loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f} "
          f"({len(x_test)} images)", file=summary_file)
     echo(format_confusion(result["confusion"], CLASS_NAMES[ds.name]), file=summary_file)
-    written = _write_outputs(args, out, ds, history, result)
+    save_params(out / MODEL_FILE, ts.params, ts.state,
+                metadata={**metadata, "test_accuracy": result["accuracy"], "test_loss": result["loss"]})
+    written = [MODEL_FILE] + _write_outputs(args, out, ds, history, result)
     report = _report(args, out, ds, history, result, wall0)
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     written.append("results.json")

@@ -333,13 +333,17 @@ class Checkpoint(Callback):
     The file holds the TrainState, the state of every callback that has one (plateau scale,
     early-stopping best state) and, as metadata, the epoch and the History. A resumed run
     equals an uninterrupted one, bit for bit. ``resume=False`` starts afresh and overwrites it.
+    ``metadata`` (a JSON-serializable dict, e.g. ``{"input_shape": [28, 28, 1]}``) is stored
+    with it, so ``fnn.checkpoint.load_params`` can read the model's parameters out of the file.
     """
 
     order = 90
 
-    def __init__(self, directory: str | os.PathLike, resume: bool = True, verbose: bool = True):
+    def __init__(self, directory: str | os.PathLike, resume: bool = True, verbose: bool = True,
+                 metadata: dict | None = None):
         self.path = Path(directory) / CHECKPOINT_NAME
         self.resume, self.verbose = bool(resume), bool(verbose)
+        self.metadata = dict(metadata or {})
 
     @staticmethod
     def _stateful(run: Run) -> dict:
@@ -371,9 +375,10 @@ class Checkpoint(Callback):
     def on_epoch_end(self, run: Run) -> None:
         stateful = self._stateful(run)
         states = {k: cb.checkpoint_state(run) for k, cb in stateful.items()}
-        meta = {"epoch": run.epoch, "history": run.history.records,
+        # The caller's metadata may describe the model (fnn train: how to rebuild it); the rest is resume's.
+        meta = {"model": run.model.name, **self.metadata, "epoch": run.epoch, "history": run.history.records,
                 "callbacks": {k: m for k, (_, m) in states.items()},
-                "model": run.model.name, "grad_mode": run.grad_mode, "batch_size": run.batch_size}
+                "grad_mode": run.grad_mode, "batch_size": run.batch_size}
         ckpt.save(self.path, {"train_state": run.ts, "callbacks": {k: a for k, (a, _) in states.items()}},
                   metadata=meta)
 

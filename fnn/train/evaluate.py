@@ -17,7 +17,7 @@ from fnn._compile import jit
 from fnn.core import Layer, Loss, check_positive_int
 from fnn.optim._base import default_float
 from fnn.train.checks import check_labels, check_xy
-from fnn.train.step import class_labels, per_example
+from fnn.train.step import class_labels, is_classification, per_example
 from fnn.typing import Array, DataArray, PyTree
 
 
@@ -43,10 +43,10 @@ def evaluation_sums(model: Layer, loss: Loss, params: PyTree, state: PyTree, xb:
             conf = conf.at[labels, guess].add(m.astype(jnp.int32))
         return (loss_sum, conf), None
 
-    pred_shape = jax.eval_shape(lambda x: model.apply(params, state, x)[0], xb[0]).shape
-    y_probe = jax.ShapeDtypeStruct(yb.shape[1:], yb.dtype)
-    classify = class_labels(jax.ShapeDtypeStruct(pred_shape, jnp.float32), y_probe) is not None
-    conf0 = jnp.zeros((pred_shape[-1], pred_shape[-1]), jnp.int32) if classify else None
+    pred_probe = jax.eval_shape(lambda x: model.apply(params, state, x)[0], xb[0])
+    classify = is_classification(pred_probe, jax.ShapeDtypeStruct(yb.shape[1:], yb.dtype))
+    m = pred_probe.shape[-1] if classify else 0
+    conf0 = jnp.zeros((m, m), jnp.int32) if classify else None
     (loss_sum, conf), _ = jax.lax.scan(body, (jnp.zeros((), default_float()), conf0), (xb, yb, mb))
     return loss_sum, conf
 

@@ -116,11 +116,12 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data: Data, *, epo
         ts = init_train_state(model, optimizer, x.shape[1:], key=as_key(name, key))
     else:
         ts = _checked_state(name, model, optimizer, train_state, x.shape[1:])
-    out_shape = jax.eval_shape(lambda p, s, xx: model.apply(p, s, xx)[0], ts.params, ts.state,
-                               jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype)).shape
-    check_labels(name, "train_data", y, out_shape)
-    if val_data is not None:
-        check_labels(name, "val_data", y_val, out_shape)
+    out = jax.eval_shape(lambda p, s, xx: model.apply(p, s, xx)[0], ts.params, ts.state,
+                         jax.ShapeDtypeStruct((1,) + tuple(x.shape[1:]), x.dtype))
+    if hasattr(out, "shape"):  # not a tuple of outputs (a triplet net's), whose loss has no labels
+        check_labels(name, "train_data", y, out.shape)
+        if val_data is not None:
+            check_labels(name, "val_data", y_val, out.shape)
 
     callbacks = _with_defaults(callbacks)
     recorders = [cb for cb in callbacks if isinstance(cb, StepRecorder)]

@@ -49,9 +49,14 @@ def with_predictions(model: Layer) -> Layer:
     return model._replace(apply=apply, fwd=fwd, bwd=bwd)
 
 
+def _one(tree):
+    """An example of a vmapped batch as a batch of one (pred may be a tuple: a triplet net's)."""
+    return jax.tree.map(lambda a: a[None], tree)
+
+
 def per_example(loss: Loss, pred, target) -> jax.Array:
     """(N,) per-example losses: the loss of each example as a batch of one."""
-    return jax.vmap(lambda p, t: loss.value(p[None], t[None]))(pred, target)
+    return jax.vmap(lambda p, t: loss.value(_one(p), _one(t)))(pred, target)
 
 
 def masked(loss: Loss) -> Loss:
@@ -68,22 +73,41 @@ def masked(loss: Loss) -> Loss:
     def backward(pred, target):
         """d(Σ wᵢ Lᵢ / Σ w)/dpredᵢ = wᵢ·L'ᵢ / Σ w, L'ᵢ the gradient of example i as a batch of one."""
         y, mask = target
-        d = jax.vmap(lambda p, t: loss.backward(p[None], t[None])[0])(pred, y)
-        w = mask.astype(d.dtype) / jnp.maximum(jnp.sum(mask.astype(d.dtype)), 1.0)
-        return d * w.reshape((-1,) + (1,) * (d.ndim - 1))
+        d = jax.vmap(lambda p, t: jax.tree.map(lambda g: g[0], loss.backward(_one(p), _one(t))))(pred, y)
+
+        def weigh(g):
+            w = mask.astype(g.dtype) / jnp.maximum(jnp.sum(mask.astype(g.dtype)), 1.0)
+            return g * w.reshape((-1,) + (1,) * (g.ndim - 1))
+
+        return jax.tree.map(weigh, d)
 
     return Loss(f"masked({loss.name})", value, backward)
 
 
+def is_classification(pred, y) -> bool:
+    """Whether accuracy means something for predictions `pred` and targets `y`.
+
+    Only shapes and dtypes are read (arrays, tracers or ``jax.ShapeDtypeStruct``), so the
+    answer is static under ``jit``. True for (N, M) predictions with (N,) integer labels, or
+    with (N, M) float one-hot/probability targets when M > 1 (argmax over one column is always
+    0: regression, not classification). False for anything else, e.g. (N, 1) regression
+    targets, images, or a tuple of outputs (a triplet net's embeddings).
+    """
+    shape, y_shape = tuple(getattr(pred, "shape", ())), tuple(getattr(y, "shape", ()))
+    if len(shape) != 2 or not hasattr(y, "dtype"):
+        return False
+    if jnp.issubdtype(y.dtype, jnp.integer):
+        return y_shape == shape[:1]
+    return y_shape == shape and shape[1] > 1
+
+
 def class_labels(pred, y):
-    """Integer true classes for (N, M) predictions, or None when this is not classification."""
-    if len(pred.shape) != 2:
+    """Integer true classes (N,) for (N, M) predictions, or None when ``is_classification`` is False."""
+    if not is_classification(pred, y):
         return None
-    if jnp.issubdtype(y.dtype, jnp.integer) and y.shape == pred.shape[:1]:
+    if jnp.issubdtype(y.dtype, jnp.integer):
         return y
-    if y.shape == pred.shape:
-        return jnp.argmax(y, axis=-1).astype(jnp.int32)
-    return None
+    return jnp.argmax(y, axis=-1).astype(jnp.int32)
 
 
 def _correct(pred, y, mask):

@@ -1,0 +1,209 @@
+"""What ``fnn train`` writes about a model, and how ``fnn predict`` / ``fnn evaluate`` rebuild it.
+
+``fnn train`` writes two files with the same metadata (``run_metadata``):
+
+- ``model.fnn``: ``fnn.checkpoint.save_params`` of the final parameters and state, the ones
+  evaluated on the test set (after early stopping, the best epoch's). Use it for inference.
+- ``checkpoint.fnn``: the resumable training state (``fnn.train.Checkpoint``: TrainState with
+  the optimizer state, callback states, History), rewritten after every epoch.
+
+Both can be given to ``--checkpoint`` (``load_trained``); a run directory means its ``model.fnn``,
+else its ``checkpoint.fnn``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from fnn.cli._args import _Exit
+
+MODEL_FILE = "model.fnn"
+CHECKPOINT_FILE = "checkpoint.fnn"
+
+
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int):
+    """The named fnn.models network; mlp gets a Flatten in front and two hidden layers of 256."""
+    from fnn import models
+    if not hasattr(models, name):
+        raise _Exit(2, f"fnn: error: fnn.models has no model {name!r} in this version")
+    if name == "mlp":
+        from fnn.diagnostics import sublayers
+        from fnn.layers.combinators import serial
+        from fnn.layers.reshape import Flatten
+        # One flat serial, so per-layer diagnostics (--record-every) see each Dense layer.
+        return serial(Flatten(), *sublayers(models.mlp((math.prod(input_shape), 256, 256, num_classes))))  # type: ignore[misc]  # mlp is a serial
+    return getattr(models, name)(num_classes=num_classes, input_shape=input_shape)
+
+
+def run_metadata(model_name: str, input_shape, class_names, dataset: str, scaler) -> dict:
+    """The checkpoint metadata that rebuilds the model and its input pipeline (JSON-serializable).
+
+    ``model``: the builder (``build_model``) and its arguments; ``input_shape``: one example,
+    e.g. [28, 28, 1]; ``class_names``; ``standardizer``: the training split's statistics, applied
+    as ``(x - mean) / (std + eps)`` to raw pixel values (``fnn.data.Standardizer``).
+    """
+    import fnn
+
+    shape = [int(d) for d in input_shape]
+    return {"fnn_version": fnn.__version__, "input_shape": shape, "class_names": list(class_names),
+            "dataset": dataset,
+            "model": {"builder": "fnn train", "name": model_name, "input_shape": shape,
+                      "num_classes": len(class_names)},
+            "standardizer": {"mean": np.asarray(scaler.mean).tolist(), "std": np.asarray(scaler.std).tolist()}}
+
+
+class Trained(NamedTuple):
+    """A trained model rebuilt from its file."""
+
+    model: Any
+    params: Any
+    state: Any
+    scaler: Any          # fnn.data.Standardizer
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    metadata: dict
+    path: Path
+
+
+def _no_model_metadata(prog: str, path: Path, meta: dict) -> _Exit:
+    return _Exit(1, f"{prog}: error: {path} has no model metadata (model: {meta.get('model')!r}): it was written "
+                    f"by an older fnn, or by fit/Checkpoint/save_params without fnn train's metadata, so the "
+                    f"model cannot be rebuilt from the file alone. Load its parameters in Python instead: "
+                    f"params, state = fnn.checkpoint.load_params(path, model, input_shape) with the model you "
+                    f"trained, then model.apply(params, state, x)")
+
+
+def resolve(prog: str, where: str | Path) -> Path:
+    """The checkpoint file `where` names: the file itself, or a run directory's model.fnn / checkpoint.fnn."""
+    where = Path(where)
+    if where.is_dir():
+        for name in (MODEL_FILE, CHECKPOINT_FILE):
+            if (where / name).is_file():
+                return where / name
+        raise _Exit(1, f"{prog}: error: {where} is a directory without {MODEL_FILE} or {CHECKPOINT_FILE} "
+                       f"(fnn train --out DIR writes them)")
+    if not where.is_file():
+        raise _Exit(1, f"{prog}: error: no checkpoint at {where} (file not found)")
+    return where
+
+
+def load_trained(prog: str, where: str | Path) -> Trained:
+    """Rebuild the model, its parameters and its Standardizer from a file written by ``fnn train``."""
+    import jax.numpy as jnp
+
+    from fnn.checkpoint import load_params, read_metadata
+    from fnn.data import Standardizer
+
+    path = resolve(prog, where)
+    try:
+        meta = read_metadata(path)
+    except ValueError as e:
+        raise _Exit(1, f"{prog}: error: {e}") from None
+    spec = meta.get("model")
+    if not isinstance(spec, dict) or spec.get("builder") != "fnn train" or "standardizer" not in meta:
+        raise _no_model_metadata(prog, path, meta)
+    input_shape = tuple(int(d) for d in spec["input_shape"])
+    model = build_model(spec["name"], input_shape, int(spec["num_classes"]))
+    try:
+        params, state = load_params(path, model, input_shape)
+    except ValueError as e:
+        raise _Exit(1, f"{prog}: error: {e}") from None
+    stats = meta["standardizer"]
+    scaler = Standardizer(jnp.asarray(stats["mean"], jnp.float32), jnp.asarray(stats["std"], jnp.float32))
+    class_names = tuple(meta.get("class_names") or (str(i) for i in range(int(spec["num_classes"]))))
+    return Trained(model, params, state, scaler, class_names, input_shape, meta, path)
+
+
+def as_images(prog: str, x: np.ndarray, input_shape: tuple[int, ...], where: str) -> np.ndarray:
+    """x as (N, *input_shape): one image or a stack, with or without the channel axis of size 1."""
+    shape = tuple(x.shape)
+    if shape == input_shape or (input_shape[-1] == 1 and shape == input_shape[:-1]):
+        x = x[None]  # one image
+    if input_shape[-1] == 1 and tuple(x.shape[1:]) == input_shape[:-1]:
+        x = x[..., None]  # (N, H, W) -> (N, H, W, 1)
+    if x.ndim < 1 or tuple(x.shape[1:]) != input_shape:
+        from fnn.core import fmt_shape
+        raise _Exit(2, f"{prog}: error: {where} holds an array of shape {fmt_shape(shape)}; the model expects "
+                       f"images of shape {fmt_shape((None, *input_shape))}"
+                       + (f" or {fmt_shape((None, *input_shape[:-1]))}" if input_shape[-1] == 1 else ""))
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise _Exit(2, f"{prog}: error: {where} holds {x.dtype} values; expected numeric pixel values")
+    return x
+
+
+def read_array(prog: str, path: Path, key: str | None = None) -> np.ndarray:
+    """An array from an IDX file (raw or .gz), a .npy file, or one array of a .npz file (`key`)."""
+    from fnn.data import read_idx
+
+    if not path.is_file():
+        raise _Exit(1, f"{prog}: error: no file at {path}")
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                names = list(z.keys())
+                if key is None and len(names) == 1:
+                    key = names[0]
+                if key is None or key not in names:
+                    raise _Exit(2, f"{prog}: error: {path} holds the arrays {names}; name one with --key")
+                return z[key]
+        return read_idx(path)
+    except (ValueError, OSError) as e:
+        raise _Exit(2, f"{prog}: error: cannot read {path} as IDX, .npy or .npz: {e}") from None
+
+
+def load_dataset(prog: str, name: str, data_dir: Path | None, download: bool):
+    """``fnn.data.load_fashion_mnist`` or ``load_mnist``; a missing data set is an ``_Exit``."""
+    from fnn import data
+
+    loader = data.load_fashion_mnist if name == "fashion-mnist" else data.load_mnist
+    try:
+        return loader(data_dir, download=download, verbose=True)
+    except (FileNotFoundError, ValueError) as e:
+        raise _Exit(1, f"{prog}: error: {e}") from None
+
+
+def load_data(args):
+    """(ds, train, val or None, test, fit_key, scaler) for ``fnn train`` and ``fnn lr-find``: the
+    split, then standardized with the training split's statistics only (the Standardizer `scaler`)."""
+    import jax
+
+    from fnn import data
+
+    prog = f"fnn {args.command}"
+    ds = load_dataset(prog, args.dataset, args.data_dir, download=not args.no_download)
+    (x_train, y_train), (x_test, y_test) = ds.train, ds.test
+    if args.limit is not None:
+        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    split_key, fit_key = jax.random.split(jax.random.key(args.seed))
+    val = None
+    if args.val_fraction > 0:
+        try:
+            (x_train, y_train), val = data.train_val_split(x_train, y_train, args.val_fraction, key=split_key)
+        except ValueError as e:
+            raise _Exit(2, f"{prog}: error: {e}") from None
+    scaler = data.Standardizer.fit(x_train, per=args.standardize)
+    if val is not None:
+        val = (scaler.apply(val[0]), val[1])
+    if args.batch_size > len(x_train):
+        raise _Exit(2, f"{prog}: error: --batch-size {args.batch_size} is larger than the {len(x_train)} "
+                       f"training images")
+    return ds, (scaler.apply(x_train), y_train), val, (scaler.apply(x_test), y_test), fit_key, scaler
+
+
+def add_checkpoint_arguments(p) -> None:
+    """--checkpoint and the data-set options that ``fnn predict`` and ``fnn evaluate`` share."""
+    from fnn.cli._args import DATASETS
+
+    p.add_argument("--checkpoint", type=Path, required=True, metavar="PATH",
+                   help=f"a file written by fnn train ({MODEL_FILE} or {CHECKPOINT_FILE}) or its --out directory")
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="data set (default: the one the checkpoint was trained on)")
+    p.add_argument("--data-dir", type=Path, default=None, help="directory with the four IDX files")
+    p.add_argument("--no-download", action="store_true", help="never try to download the data")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")

@@ -1,0 +1,64 @@
+"""``fnn evaluate``: test-set loss, accuracy and confusion matrix of a model trained by ``fnn train``.
+
+Everything the evaluation needs (model, parameters, Standardizer statistics, class names) is
+read from the checkpoint; the test split is standardized with the training statistics stored
+there, as ``fnn train`` did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from fnn.cli._args import _Exit, _log, _positive_int, format_confusion
+from fnn.cli._trained import add_checkpoint_arguments, load_dataset, load_trained
+
+PROG = "fnn evaluate"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``fnn evaluate`` to the subcommand parsers ``sub``."""
+    p = sub.add_parser(
+        "evaluate", help="test-set loss, accuracy and confusion matrix of a model trained by fnn train",
+        description="Evaluate a model trained by fnn train on the test split of its data set (or --dataset): "
+                    "loss, accuracy and confusion matrix, from the checkpoint alone.")
+    add_checkpoint_arguments(p)
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                   help="evaluate only the first N test images (smoke runs)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``fnn evaluate``: returns the exit status."""
+    from fnn import losses
+    from fnn.train import evaluate
+
+    try:
+        trained = load_trained(PROG, args.checkpoint)
+        ds = load_dataset(PROG, args.dataset or trained.metadata.get("dataset", "fashion-mnist"), args.data_dir,
+                          download=not args.no_download)
+        x, y = ds.test
+        if args.limit is not None:
+            x, y = x[:args.limit], y[:args.limit]
+        if tuple(x.shape[1:]) != trained.input_shape:
+            raise _Exit(2, f"{PROG}: error: {ds.name} images have shape {tuple(x.shape[1:])}, the model "
+                           f"expects {trained.input_shape}")
+        result = evaluate(trained.model, losses.softmax_cross_entropy, trained.params, trained.state,
+                          trained.scaler.apply(x), y)
+    except _Exit as e:
+        _log(str(e))
+        return e.code
+    except ValueError as e:  # labels outside the model's classes: a data set the model was not trained on
+        _log(f"{PROG}: error: {e}")
+        return 2
+    report = {"checkpoint": str(trained.path), "dataset": ds.name, "sample_data": ds.is_sample,
+              "num_examples": result["num_examples"], "loss": result["loss"], "accuracy": result["accuracy"],
+              "confusion": result["confusion"].tolist(), "class_names": list(trained.class_names)}
+    if args.json:
+        print(json.dumps(report), flush=True)
+        return 0
+    source = "embedded sample" if ds.is_sample else ds.source
+    print(f"{trained.path} on {ds.name} ({source}), {result['num_examples']} test images: "
+          f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}", flush=True)
+    print(format_confusion(result["confusion"], trained.class_names), flush=True)
+    return 0
