@@ -75,14 +75,17 @@ def _is_transform(opt) -> bool:
 def chain(*optimizers: Any) -> Optimizer:
     """Compose transforms left to right: each one's updates feed the next.
 
-    The state is a tuple with one entry per transform (as ``optax.chain``). fnn's own
-    optimizers and transforms (``fnn.core.Optimizer``) are called as
-    ``update(updates, state, params, lr_scale=lr_scale)``. Any other object with optax's
-    ``init(params)`` / ``update(updates, state, params)`` protocol, such as
-    ``optax.clip_by_global_norm(1.0)``, is called as ``update(updates, state, params)``: it
-    does **not** see ``lr_scale``, so reduce-on-plateau does not reach a foreign rule (an
-    ``optax.sgd`` inside the chain); put one of fnn's rules last to have the scale applied.
-    Example: ``chain(clip_by_global_norm(1.0), add_weight_decay(5e-4), momentum(0.1))``.
+    The state is a tuple with one entry per transform (as ``optax.chain``). Any object with
+    optax's ``init(params)`` / ``update(updates, state, params)`` protocol may be a member, such
+    as ``optax.clip_by_global_norm(1.0)`` or ``optax.adam(1e-3)``.
+
+    ``lr_scale`` (reduce-on-plateau's factor, passed by ``fit``) reaches every rule: when all
+    members are fnn's own (``fnn.core.Optimizer``), each is called as
+    ``update(updates, state, params, lr_scale=lr_scale)`` and the rules scale their learning
+    rate; when any member is foreign (it takes no ``lr_scale``), the members see
+    ``lr_scale=1.0`` and the chain multiplies its final updates by ``lr_scale`` (what
+    ``optax.chain(..., optax.scale(lr_scale))`` does, and what ``fit`` does for a bare optax
+    optimizer). Example: ``chain(clip_by_global_norm(1.0), add_weight_decay(5e-4), momentum(0.1))``.
     """
     name = "chain"
     for i, opt in enumerate(optimizers):
@@ -99,15 +102,25 @@ def chain(*optimizers: Any) -> Optimizer:
             raise ValueError(f"{name}: expected a state tuple of length {len(optimizers)}, "
                              f"got {type(state).__name__}")
         updates, new_state = grads, []
+        inner = lr_scale if all(own) else 1.0
         for opt, is_own, s in zip(optimizers, own, state, strict=True):
             if is_own:
-                updates, s = opt.update(updates, s, params, lr_scale=lr_scale)
+                updates, s = opt.update(updates, s, params, lr_scale=inner)
             else:
                 updates, s = opt.update(updates, s, params)
             new_state.append(s)
+        if not all(own):
+            updates = _scale_updates(updates, lr_scale)
         return updates, tuple(new_state)
 
     return Optimizer(init, update)
+
+
+def _scale_updates(updates, lr_scale):
+    """updates × lr_scale, each leaf in its own dtype; unchanged (same arrays) for a Python 1.0."""
+    if isinstance(lr_scale, (int, float)) and lr_scale == 1.0:
+        return updates
+    return jax.tree.map(lambda u: u * jnp.asarray(lr_scale, u.dtype), updates)
 
 
 def _clip_value(u, *, max_value):

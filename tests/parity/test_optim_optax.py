@@ -116,7 +116,7 @@ def test_fnn_chain_of_optax_transforms_matches_optax_chain(case):
     assert max_step_err(run_optax(ours, params, grads), ref) <= RTOL64
 
 
-def test_lr_scale_reaches_fnn_rules_but_not_optax_transforms_in_a_chain():
+def test_lr_scale_reaches_every_rule_in_a_chain():
     params = random_tree(np.random.default_rng(7))
     grads = gradient_sequence(seed=8)
     ours = optim.chain(optax.clip_by_global_norm(1.0), optim.sgd(0.1))
@@ -124,8 +124,10 @@ def test_lr_scale_reaches_fnn_rules_but_not_optax_transforms_in_a_chain():
     with jax.numpy_dtype_promotion("standard"):
         scaled = run_fnn(ours, params, grads, lr_scale=0.5)
     assert max_step_err(scaled, ref) <= RTOL64
-    # An optax rule does not see the scale: the chain is optax's, unscaled.
-    unscaled = run_optax(optax.chain(optax.clip(0.3), optax.sgd(0.1)), params, grads)
+    # An optax rule takes no lr_scale: the chain scales its final updates instead.
+    scaled_ref = run_optax(optax.chain(optax.clip(0.3), optax.sgd(0.1), optax.scale(0.5)), params, grads)
     with jax.numpy_dtype_promotion("standard"):
         got = run_fnn(optim.chain(optim.clip_by_value(0.3), optax.sgd(0.1)), params, grads, lr_scale=0.5)
-    assert max_step_err(got, unscaled) <= RTOL64
+    assert max_step_err(got, scaled_ref) <= RTOL64
+    unscaled = run_optax(optax.chain(optax.clip(0.3), optax.sgd(0.1)), params, grads)
+    assert max_step_err(got, unscaled) > 0.1

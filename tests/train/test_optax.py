@@ -54,3 +54,24 @@ def test_plateau_scales_an_optax_optimizer_as_optax_scale_would():
 
     plain, _ = fit(MLP, CE, ADAM, DATA, epochs=2, **kw)
     assert not all(np.array_equal(u, v) for u, v in zip(leaves(ts.params), leaves(plain.params), strict=True))
+
+
+def test_plateau_reaches_an_optax_rule_inside_fnn_chain():
+    """fnn.optim.chain with a foreign member scales its final updates: the halved epoch equals
+    an epoch of the same chain followed by optax.scale(0.5)."""
+    from fnn import optim
+
+    kw = dict(batch_size=32, key=jax.random.key(0))
+    chained = optim.chain(optax.clip_by_global_norm(1.0), ADAM)
+    halve = ReduceLROnPlateau(0.5, patience=0, threshold=10.0)
+    ts, h = fit(MLP, CE, chained, DATA, epochs=2, callbacks=[halve], **kw)
+    assert h["lr_scale"] == [1.0, 0.5]
+
+    one, _ = fit(MLP, CE, chained, DATA, epochs=1, **kw)
+    halved = optax.chain(optax.clip_by_global_norm(1.0), ADAM, optax.scale(0.5))
+    start = one._replace(opt_state=(*one.opt_state, optax.ScaleState()))
+    two, _ = fit(MLP, CE, halved, DATA, epochs=1, train_state=start, **kw)
+    for u, v in zip(leaves(ts.params), leaves(two.params), strict=True):
+        np.testing.assert_array_equal(u, v)
+    plain, _ = fit(MLP, CE, chained, DATA, epochs=2, **kw)
+    assert not all(np.array_equal(u, v) for u, v in zip(leaves(ts.params), leaves(plain.params), strict=True))
