@@ -6,7 +6,7 @@ import argparse
 import math
 import sys
 
-MODELS = ("simple_cnn", "lenet5", "alexnet", "vgg", "resnet", "bn_cnn", "mlp")
+MODELS = ("simple_cnn", "lenet5", "alexnet", "vgg", "resnet", "bn_cnn", "bn_vgg", "mlp")
 DATASETS = ("fashion-mnist", "mnist")
 OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adamw", "rprop")
 GRAD_MODES = ("auto", "autodiff", "manual", "custom_vjp")
