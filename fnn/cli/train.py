@@ -26,6 +26,7 @@ from fnn.cli._args import (
     _Exit,
     _fraction,
     _log,
+    _nonnegative_float,
     _positive_float,
     _positive_int,
     format_confusion,
@@ -82,12 +83,42 @@ def register(sub) -> None:
     t.add_argument("--record-every", type=_positive_int, default=None, metavar="N",
                    help="record per-layer gradient norms and update ratios every N steps "
                         "(steps.jsonl and grad_norms.png under --out)")
+    t.add_argument("--augment", default="none", metavar="LIST",
+                   help="on-device augmentation in training only, a comma-separated list of crop (random "
+                        "crop after --crop-padding pixels of black padding), flip (horizontal, p=0.5), erase "
+                        "(random erasing, p=0.5) (default: %(default)s)")
+    t.add_argument("--crop-padding", type=_positive_int, default=2, metavar="PIXELS",
+                   help="padding of --augment crop: images move by up to this many pixels (default: %(default)s)")
+    t.add_argument("--schedule", choices=("constant", "cosine", "onecycle"), default="constant",
+                   help="learning-rate schedule over all epochs x steps, peaking at --lr: cosine decays to 0 "
+                        "after the warmup; onecycle is torch's OneCycleLR (from lr/25 up to lr, then down to "
+                        "lr/25e4) (default: %(default)s)")
+    t.add_argument("--warmup-epochs", type=_nonnegative_float, default=0.0, metavar="N",
+                   help="linear warmup from 0 over the first N epochs (onecycle: its rising phase, "
+                        "default 30%% of the steps) (default: %(default)s)")
     t.set_defaults(run=run)
 
 
-def _build_optimizer(args):
+def _learning_rate(args, steps_per_epoch: int):
+    """--lr, or the schedule of --schedule/--warmup-epochs over epochs x steps_per_epoch steps."""
     from fnn import optim
-    rule = getattr(optim, args.optimizer)(args.lr)
+    total, warmup = args.epochs * steps_per_epoch, round(args.warmup_epochs * steps_per_epoch)
+    if warmup >= total:
+        raise _Exit(2, f"fnn train: error: --warmup-epochs {args.warmup_epochs:g} ({warmup} steps) must be "
+                       f"shorter than the {total} steps of --epochs {args.epochs}")
+    if args.schedule == "onecycle":
+        try:
+            return optim.one_cycle(total, args.lr, pct_start=warmup / total if warmup else 0.3)
+        except ValueError as e:
+            raise _Exit(2, f"fnn train: error: {e}") from None
+    if args.schedule == "cosine":
+        return optim.warmup_cosine_decay(0.0, args.lr, warmup, total)
+    return optim.linear_warmup(0.0, args.lr, warmup) if warmup else args.lr
+
+
+def _build_optimizer(args, learning_rate):
+    from fnn import optim
+    rule = getattr(optim, args.optimizer)(learning_rate)
     parts = []
     if args.clip_norm is not None:
         parts.append(optim.clip_by_global_norm(args.clip_norm))
@@ -143,7 +174,22 @@ def _load_data(args):
     return ds, (scaler.apply(x_train), y_train), val, (scaler.apply(x_test), y_test), fit_key
 
 
-def _callbacks(args, out: Path) -> list:
+def _augmented(model, args, x_train):
+    """The model behind the --augment layers (none: the model itself); crops pad with the darkest
+    standardized value, black under --standardize global."""
+    import jax
+
+    from fnn.layers.augment import augmentations, with_augmentation
+    try:
+        layers = augmentations(args.augment, crop_padding=args.crop_padding, fill=float(x_train.min()))
+        for layer in layers:  # their shape checks, before any output is written
+            layer.init(jax.random.key(0), tuple(x_train.shape[1:]))
+        return with_augmentation(model, *layers) if layers else model
+    except ValueError as e:
+        raise _Exit(2, f"fnn train: error: --augment: {e}") from None
+
+
+def _callbacks(args, out: Path, learning_rate) -> list:
     from fnn.train import (
         Checkpoint,
         EarlyStopping,
@@ -159,7 +205,7 @@ def _callbacks(args, out: Path) -> list:
         echo(table_row(record))
 
     progress = False if args.no_progress else None  # None: a bar only when stderr is a terminal
-    callbacks = [print_row, LearningRateLog(args.lr), Progress(progress),
+    callbacks = [print_row, LearningRateLog(learning_rate), Progress(progress),
                  Checkpoint(out, resume=args.resume, verbose=not args.no_progress)]
     callbacks += [ReduceLROnPlateau(0.5, patience=args.plateau)] if args.plateau else []
     callbacks += [EarlyStopping(args.early_stopping)] if args.early_stopping else []
@@ -202,6 +248,7 @@ def _report(args, out: Path, ds, history, result, wall0: float) -> dict:
         "compile_seconds": history.compile_seconds, "wall_seconds": time.perf_counter() - wall0,
         "model": args.model, "dataset": ds.name, "sample_data": ds.is_sample, "grad_mode": args.grad_mode,
         "compute_dtype": args.compute_dtype, "stop_reason": history.stop_reason, "out": str(out),
+        "augment": args.augment, "schedule": args.schedule,
     }
 
 
@@ -213,23 +260,28 @@ def run(args) -> int:
     wall0 = time.perf_counter()
     try:
         ds, (x_train, y_train), val, (x_test, y_test), fit_key = _load_data(args)
+        learning_rate = _learning_rate(args, len(x_train) // args.batch_size)
+        model = _build_model(args.model, tuple(x_train.shape[1:]), len(CLASS_NAMES[ds.name]))
+        # Mixed precision wraps the trained model; the test set is evaluated in float32.
+        trained = model if args.compute_dtype == "float32" else precision.apply_policy(model, args.compute_dtype)
+        trained = _augmented(trained, args, x_train)
     except _Exit as e:
         _log(str(e))
         return e.code
     out = args.out or Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    model = _build_model(args.model, tuple(x_train.shape[1:]), len(CLASS_NAMES[ds.name]))
     _log(f"fnn train: {args.model} on {ds.name} ({'embedded sample' if ds.is_sample else ds.source}): "
          f"{len(x_train)} train, {0 if val is None else len(val[0])} validation, {len(x_test)} test "
-         f"images; {args.optimizer} lr={args.lr}, batch {args.batch_size}, {args.epochs} epochs; "
+         f"images; {args.optimizer} lr={args.lr} ({args.schedule}), batch {args.batch_size}, {args.epochs} epochs, "
+         f"augment {args.augment}; "
          f"output in {out}")
     echo(table_header())
-    # Mixed precision wraps the trained model; the test set is evaluated in float32.
-    trained = model if args.compute_dtype == "float32" else precision.apply_policy(model, args.compute_dtype)
     try:
-        ts, history = fit(trained, losses.softmax_cross_entropy, _build_optimizer(args), (x_train, y_train),
+        ts, history = fit(trained, losses.softmax_cross_entropy, _build_optimizer(args, learning_rate),
+                          (x_train, y_train),
                           epochs=args.epochs, batch_size=args.batch_size, key=fit_key, val_data=val,
-                          fused=not args.per_step, grad_mode=args.grad_mode, callbacks=_callbacks(args, out))
+                          fused=not args.per_step, grad_mode=args.grad_mode,
+                          callbacks=_callbacks(args, out, learning_rate))
     except ValueError as e:
         _log(f"fnn train: error: {e}")
         return 2

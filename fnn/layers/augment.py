@@ -18,7 +18,17 @@ import math
 import jax
 import jax.numpy as jnp
 
-from fnn.core import Layer, check_choice, check_input, layer_bwd, layer_fwd, check_key, check_range, check_shape, fmt_shape
+from fnn.core import (
+    Layer,
+    check_choice,
+    check_input,
+    check_key,
+    check_range,
+    check_shape,
+    fmt_shape,
+    layer_bwd,
+    layer_fwd,
+)
 
 
 def _image_shape(name: str, input_shape) -> tuple[int, int, int]:

@@ -210,7 +210,8 @@ def one_cycle(total_steps: int, peak_value: float, pct_start: float = 0.3, div_f
     minimum = initial / final_div_factor
     up = pct_start * total_steps - 1.0
     if three_phase:
-        ends, lrs = [up, 2.0 * pct_start * total_steps - 2.0, total_steps - 1.0], [initial, peak_value, initial, minimum]
+        ends = [up, 2.0 * pct_start * total_steps - 2.0, total_steps - 1.0]
+        lrs = [initial, peak_value, initial, minimum]
     else:
         ends, lrs = [up, total_steps - 1.0], [initial, peak_value, minimum]
     starts = [0.0] + ends[:-1]

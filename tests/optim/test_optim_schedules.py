@@ -180,7 +180,8 @@ def test_one_cycle_endpoints_and_hold():
     (lambda: optim.one_cycle(10, 0.1, pct_start=0.1), r"one_cycle: every phase needs at least one step: "
                                                       r"pct_start·total_steps = 1 must be > 1"),
     (lambda: optim.one_cycle(1, 0.1), "one_cycle: total_steps must be an int >= 2"),
-    (lambda: optim.one_cycle(100, 0.1, pct_start=0.6, three_phase=True), r"one_cycle: pct_start must be in \(0.0, 0.5\)"),
+    (lambda: optim.one_cycle(100, 0.1, pct_start=0.6, three_phase=True),
+     r"one_cycle: pct_start must be in \(0.0, 0.5\)"),
     (lambda: optim.one_cycle(100, 0.1, anneal="cosine"), r"one_cycle: anneal must be one of \['cos', 'linear'\]"),
 ])
 def test_warmup_schedules_refuse_bad_arguments(make, match):
