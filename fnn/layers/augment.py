@@ -249,14 +249,19 @@ def with_augmentation(model: Layer, *augmentations: Layer) -> Layer:
             a.init(key, input_shape)  # shape checks only: no params, no state
         return model.init(key, input_shape)
 
-    def fwd(params, state, x, *, key=None, train=False):
-        aug_keys, k_model = _keys(key)
+    def _augment(x, aug_keys, train):
+        """The augmented batch, and each augmentation's input (for its backward)."""
         inputs = []
         for a, k in zip(augmentations, aug_keys):
             inputs.append(x)
             x = a.apply({}, {}, x, key=k, train=train)[0]
+        return x, tuple(inputs)
+
+    def fwd(params, state, x, *, key=None, train=False):
+        aug_keys, k_model = _keys(key)
+        x, inputs = _augment(x, aug_keys, train)
         y, new_state, saved = layer_fwd(model, params, state, x, key=k_model, train=train)
-        return y, new_state, (tuple(inputs), saved)
+        return y, new_state, (inputs, saved)
 
     def bwd(params, state, saved, dy, *, key=None, train=False):
         """The model's backward, then each augmentation's transpose in reverse order."""
@@ -268,12 +273,11 @@ def with_augmentation(model: Layer, *augmentations: Layer) -> Layer:
         return dparams, dx
 
     def apply(params, state, x, *, key=None, train=False):
-        y, new_state, _ = fwd(params, state, x, key=key, train=train)
-        return y, new_state
+        aug_keys, k_model = _keys(key)
+        return model.apply(params, state, _augment(x, aug_keys, train)[0], key=k_model, train=train)
 
     def backward(params, state, x, dy, *, key=None, train=False):
-        _, _, saved = fwd(params, state, x, key=key, train=train)
-        return bwd(params, state, saved, dy, key=key, train=train)
+        return bwd(params, state, fwd(params, state, x, key=key, train=train)[2], dy, key=key, train=train)
 
     return Layer(model.name, init, apply, backward, fwd, bwd, model.children, model.kind)
 
