@@ -1,9 +1,10 @@
 """Data augmentation as parameter-free layers: random crop, horizontal flip, random erasing.
 
-Put them in front of a model, ``serial(RandomCrop(4), RandomHorizontalFlip(), model)``, and the
+Put them in front of a model, ``with_augmentation(model, RandomCrop(2), RandomHorizontalFlip())``
+(the model's params exactly) or ``serial(RandomCrop(2), RandomHorizontalFlip(), model)``, and the
 result is just a model: augmentation runs inside ``fit``'s compiled epoch, on the device, with
 keys from the TrainState (the fused epoch and the per-step loop draw the same bits), and is the
-identity at evaluation (``train=False``: ``evaluate``, ``fnn predict``) and in checkpoints.
+identity at evaluation (``train=False``: ``evaluate``, prediction). Their kind is "augment".
 
 Each layer takes channels-last images x: (N, H, W, C), splits its key into one key per example
 (``jax.random.split(key, N)``) and draws that example's transformation under ``jax.vmap``.
