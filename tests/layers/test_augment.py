@@ -46,11 +46,22 @@ def images(key, shape=(64, 6, 5, 2), dtype=jnp.float32):
 
 @pytest.mark.parametrize("name", sorted(AUGS))
 @settings(max_examples=2)  # each example compiles a check for a new shape
-@given(h=st.integers(3, 7), w=st.integers(3, 7), c=st.integers(1, 3), n=st.integers(1, 4), seed=seeds)
+@given(h=st.integers(3, 7), w=st.integers(3, 7), c=st.integers(1, 3), n=st.integers(1, 6), seed=seeds)
 def test_backward_is_the_transpose(name, h, w, c, n, seed):
     """backward == jax.vjp of apply and finite differences (float64), in training."""
     report = check_layer(AUGS[name], (h, w, c), key=jax.random.key(seed), batch_size=n, train=True)
     assert report.output_shape == (h, w, c)
+
+
+@pytest.mark.parametrize("name", sorted(AUGS))
+def test_backward_on_a_batch_it_changes(name):
+    """A fixed batch of 8 where every augmentation moves some examples (a small random batch may
+    draw no flip or erasure at all, where any backward that passes dy through would agree)."""
+    layer, key = AUGS[name], jax.random.key(11)
+    x = images(jax.random.key(0), (8, 5, 4, 2), jnp.float64)
+    k_apply = jax.random.split(key, 5)[3]  # the key check_layer gives the layer
+    assert not np.array_equal(layer.apply({}, {}, x, key=k_apply, train=True)[0], x)
+    check_layer(layer, (5, 4, 2), key=key, x=x, train=True)
 
 
 @pytest.mark.parametrize("name", sorted(AUGS))
