@@ -192,3 +192,19 @@ def bn_cnn(num_classes: int = 10, input_shape: ShapeLike = (28, 28, 1), widths: 
     layers += [Flatten(), Dense(hidden), BatchNorm(), Relu()] + ([Dropout(drop)] if drop else [])
     layers.append(Dense(num_classes))
     return _for_input("bn_cnn", serial(*layers), input_shape)
+
+
+def bn_vgg(num_classes: int = 10, input_shape: ShapeLike = (28, 28, 1), hidden: int = 256,
+           dropout: float = 0.5) -> Layer:
+    """The strong small model of the ≥ 95% Fashion-MNIST recipe (README): a VGG-style net with BatchNorm.
+
+    ``vgg(stages=((32,), (64, 64), (128, 128)), batch_norm=True)``: one 3x3 conv at full
+    resolution (the second one VGG would put there costs the most time on CPU and was dropped
+    by measurement: 11x simple_cnn's epoch time with it, 6x without), then two per stage at
+    14x14 and 7x7, each Conv (no bias) - BN - ReLU, a 2x2 max pool after each stage, then
+    Flatten - Dense(hidden) - ReLU - Dropout(dropout) - Dense(num_classes).
+    575,338 parameters at 28x28x1 with 10 classes (832 of them BatchNorm scales and shifts).
+    """
+    net = vgg(num_classes, input_shape, stages=((32,), (64, 64), (128, 128)), batch_norm=True, hidden=hidden,
+              dropout=dropout)
+    return _for_input("bn_vgg", net, input_shape)

@@ -36,6 +36,7 @@ def shapes_of(model, input_shape):
     (lambda: models.vgg(10, (28, 28, 1), batch_norm=True), (28, 28, 1), 584_170 + 448, 896),
     (lambda: models.resnet(10, (28, 28, 1)), (28, 28, 1), 174_970, 1120),
     (lambda: models.bn_cnn(10, (28, 28, 1)), (28, 28, 1), 871_338, 896),
+    (lambda: models.bn_vgg(10, (28, 28, 1)), (28, 28, 1), 575_338, 832),
     (lambda: models.mlp((784, 256, 256, 10)), (784,), 784 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10, 0),
 ])
 def test_parameter_counts_and_output_shape(build, input_shape, count, state_count):
@@ -52,6 +53,13 @@ def test_simple_cnn_layers_exactly():
     assert [bool(p) for p in params] == [True, False, False, True, False, False, False, True, False, True]
     x = jax.ShapeDtypeStruct((5, 28, 28, 1), jnp.float32)
     assert jax.eval_shape(lambda p, s, x: model.apply(p, s, x)[0], params, state, x).shape == (5, 10)
+
+
+def test_bn_vgg_layers_exactly():
+    _, params, _ = shapes_of(models.bn_vgg(), (28, 28, 1))
+    kernels = [p["w"].shape for p in params if p and "w" in p]
+    assert kernels == [(3, 3, 1, 32), (3, 3, 32, 64), (3, 3, 64, 64), (3, 3, 64, 128), (3, 3, 128, 128),
+                       (1152, 256), (256, 10)]
 
 
 def test_lenet5_geometry_and_options():
@@ -72,6 +80,7 @@ def test_lenet5_geometry_and_options():
     (lambda: models.vgg(10, (28, 28, 1)), (28, 28, 1), (28, 28)),
     (lambda: models.resnet(10, (16, 16, 3)), (16, 16, 3), (16, 16, 1)),
     (lambda: models.bn_cnn(10, (28, 28, 1)), (28, 28, 1), (1, 28, 28)),
+    (lambda: models.bn_vgg(10, (28, 28, 1)), (28, 28, 1), (28, 28, 3)),
     (lambda: models.mlp((784, 10)), (784,), (28, 28)),
 ])
 def test_init_refuses_other_input_shapes(build, good, bad):

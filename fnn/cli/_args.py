@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODELS = ("simple_cnn", "lenet5", "alexnet", "vgg", "resnet", "bn_cnn", "mlp")
+MODELS = ("simple_cnn", "lenet5", "alexnet", "vgg", "resnet", "bn_cnn", "bn_vgg", "mlp")
 DATASETS = ("fashion-mnist", "mnist")
 OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adamw", "rprop")
 GRAD_MODES = ("auto", "autodiff", "manual", "custom_vjp")
@@ -39,6 +39,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
 
 

@@ -31,6 +31,7 @@ from fnn.cli._args import (
     add_data_arguments,
     format_confusion,
 )
+from fnn.cli._recipe import add_recipe_arguments, augmented, learning_rate
 from fnn.cli._trained import MODEL_FILE, build_model, load_data, run_metadata
 
 
@@ -71,12 +72,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--record-every", type=_positive_int, default=None, metavar="N",
                    help="record per-layer gradient norms and update ratios every N steps "
                         "(steps.jsonl and grad_norms.png under --out)")
+    add_recipe_arguments(t)
     t.set_defaults(run=run)
 
 
-def _build_optimizer(args):
+def _build_optimizer(args, learning_rate):
     from fnn import optim
-    rule = getattr(optim, args.optimizer)(args.lr)
+    rule = getattr(optim, args.optimizer)(learning_rate)
     parts = []
     if args.clip_norm is not None:
         parts.append(optim.clip_by_global_norm(args.clip_norm))
@@ -85,7 +87,7 @@ def _build_optimizer(args):
     return optim.chain(*parts, rule) if parts else rule
 
 
-def _callbacks(args, out: Path, metadata: dict) -> list:
+def _callbacks(args, out: Path, metadata: dict, learning_rate) -> list:
     from fnn.train import (
         Checkpoint,
         EarlyStopping,
@@ -101,7 +103,7 @@ def _callbacks(args, out: Path, metadata: dict) -> list:
         echo(table_row(record))
 
     progress = False if args.no_progress else None  # None: a bar only when stderr is a terminal
-    callbacks = [print_row, LearningRateLog(args.lr), Progress(progress),
+    callbacks = [print_row, LearningRateLog(learning_rate), Progress(progress),
                  Checkpoint(out, resume=args.resume, verbose=not args.no_progress, metadata=metadata)]
     callbacks += [ReduceLROnPlateau(0.5, patience=args.plateau)] if args.plateau else []
     callbacks += [EarlyStopping(args.early_stopping)] if args.early_stopping else []
@@ -144,6 +146,7 @@ def _report(args, out: Path, ds, history, result, wall0: float) -> dict:
         "compile_seconds": history.compile_seconds, "wall_seconds": time.perf_counter() - wall0,
         "model": args.model, "dataset": ds.name, "sample_data": ds.is_sample, "grad_mode": args.grad_mode,
         "compute_dtype": args.compute_dtype, "stop_reason": history.stop_reason, "out": str(out),
+        "augment": args.augment, "schedule": args.schedule,
     }
 
 
@@ -158,26 +161,29 @@ def run(args: argparse.Namespace) -> int:
     wall0 = time.perf_counter()
     try:
         ds, (x_train, y_train), val, (x_test, y_test), fit_key, scaler = load_data(args)
+        lr = learning_rate(args, len(x_train) // args.batch_size)
+        model = build_model(args.model, tuple(x_train.shape[1:]), len(CLASS_NAMES[ds.name]))
+        # Mixed precision wraps the trained model; the test set is evaluated in float32.
+        trained = model if args.compute_dtype == "float32" else precision.apply_policy(model, args.compute_dtype)
+        trained = augmented(trained, args, x_train)
     except _Exit as e:
         _log(str(e))
         return e.code
     out = args.out or Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    model = build_model(args.model, tuple(x_train.shape[1:]), len(CLASS_NAMES[ds.name]))
     model_summary = summary(model, tuple(x_train.shape[1:]))
     metadata = run_metadata(args.model, x_train.shape[1:], CLASS_NAMES[ds.name], ds.name, scaler)
     _log(f"fnn train: {args.model} on {ds.name} ({'embedded sample' if ds.is_sample else ds.source}): "
          f"{len(x_train)} train, {0 if val is None else len(val[0])} validation, {len(x_test)} test "
-         f"images; {args.optimizer} lr={args.lr}, batch {args.batch_size}, {args.epochs} epochs; "
-         f"output in {out}")
+         f"images; {args.optimizer} lr={args.lr} ({args.schedule}), batch {args.batch_size}, {args.epochs} epochs, "
+         f"augment {args.augment}; output in {out}")
     _log(str(model_summary))
     echo(table_header())
-    # Mixed precision wraps the trained model; the test set is evaluated in float32.
-    trained = model if args.compute_dtype == "float32" else precision.apply_policy(model, args.compute_dtype)
     try:
-        ts, history = fit(trained, losses.softmax_cross_entropy, _build_optimizer(args), (x_train, y_train),
+        ts, history = fit(trained, losses.softmax_cross_entropy, _build_optimizer(args, lr), (x_train, y_train),
                           epochs=args.epochs, batch_size=args.batch_size, key=fit_key, val_data=val,
-                          fused=not args.per_step, grad_mode=args.grad_mode, callbacks=_callbacks(args, out, metadata))
+                          fused=not args.per_step, grad_mode=args.grad_mode,
+                          callbacks=_callbacks(args, out, metadata, lr))
     except ValueError as e:
         _log(f"fnn train: error: {e}")
         return 2

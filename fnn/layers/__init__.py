@@ -2,6 +2,7 @@
 (composites: also ``fwd``, ``bwd`` and ``children``)."""
 
 from fnn.layers.activation import Elu, Gelu, LeakyRelu, LogSoftmax, Relu, Sigmoid, Softmax, Tanh
+from fnn.layers.augment import RandomCrop, RandomErasing, RandomHorizontalFlip, with_augmentation
 from fnn.layers.combinators import Residual, Shared, run_serial, serial
 from fnn.layers.conv import Conv, Conv1D, Conv2D, Conv3D
 from fnn.layers.dense import Dense, Maxout
@@ -29,4 +30,5 @@ __all__ = [
     "MaxPool1D", "MaxPool2D", "MaxPool3D", "MinPool1D", "MinPool2D", "MinPool3D", "AvgPool1D", "AvgPool2D", "AvgPool3D",
     "BatchNorm", "Dropout", "Flatten", "Reshape", "Relu", "LeakyRelu", "Elu", "Gelu", "Sigmoid", "Tanh",
     "Softmax", "LogSoftmax", "serial", "Residual", "Shared", "run_serial",
+    "RandomCrop", "RandomHorizontalFlip", "RandomErasing", "with_augmentation",
 ]

@@ -20,8 +20,10 @@ from fnn.optim.schedules import (
     exponential_decay,
     join,
     linear_warmup,
+    one_cycle,
     reduce_on_plateau,
     step_decay,
+    warmup_cosine_decay,
 )
 from fnn.optim.schedules import (
     constant as constant,  # deprecated alias of constant_schedule (removed in 0.3)
@@ -45,6 +47,7 @@ __all__ = [
     "chain", "clip_by_value", "clip_by_global_norm", "add_weight_decay", "scale_by_learning_rate",
     "apply_updates", "global_norm",
     "constant_schedule", "step_decay", "exponential_decay", "cosine_decay", "linear_warmup", "join",
+    "warmup_cosine_decay", "one_cycle",
     "reduce_on_plateau",
     "SgdState", "MomentumState", "AdagradState", "RmspropState", "AdamState", "RpropState",
     "ClipState", "EmptyState", "ScaleState", "PlateauState", "PlateauController",

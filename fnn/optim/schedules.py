@@ -155,6 +155,87 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
     return schedule
 
 
+def warmup_cosine_decay(init_value: float, peak_value: float, warmup_steps: int, decay_steps: int,
+                        end_value: float = 0.0) -> Schedule:
+    """Linear warmup from init_value to peak_value over warmup_steps, then a cosine down to end_value.
+
+    The same arguments and values as ``optax.warmup_cosine_decay_schedule`` (exponent 1):
+    `decay_steps` counts the whole schedule, warmup included, and the lr stays at end_value
+    from count >= decay_steps. ``warmup_steps=0`` starts at peak_value.
+    """
+    name = "warmup_cosine_decay"
+    init_value = _check_lr(name, "init_value", init_value)
+    peak_value = _check_lr(name, "peak_value", peak_value)
+    end_value = _check_lr(name, "end_value", end_value)
+    warmup_steps = _check_int(name, "warmup_steps", warmup_steps, 0)
+    decay_steps = _check_int(name, "decay_steps", decay_steps, 1)
+    if decay_steps <= warmup_steps:
+        raise ValueError(f"{name}: decay_steps ({decay_steps}) counts the warmup too and must exceed "
+                         f"warmup_steps ({warmup_steps})")
+    if peak_value == 0.0 and end_value != 0.0:
+        raise ValueError(f"{name}: end_value must be 0 when peak_value is 0, got {end_value!r}")
+    alpha = end_value / peak_value if peak_value else 0.0
+    if alpha > 1.0:
+        raise ValueError(f"{name}: end_value ({end_value}) must not exceed peak_value ({peak_value})")
+    cosine = cosine_decay(peak_value, decay_steps - warmup_steps, alpha=alpha)
+    if warmup_steps == 0:
+        return cosine
+    return join([linear_warmup(init_value, peak_value, warmup_steps), cosine], [warmup_steps])
+
+
+def one_cycle(total_steps: int, peak_value: float, pct_start: float = 0.3, div_factor: float = 25.0,
+              final_div_factor: float = 1e4, anneal: str = "cos", three_phase: bool = False) -> Schedule:
+    """The 1cycle policy (Smith & Topin 2019) as ``torch.optim.lr_scheduler.OneCycleLR`` (2.13).
+
+    The lr rises from peak_value/div_factor to peak_value until count = pct_start·total_steps − 1,
+    then falls to peak_value/(div_factor·final_div_factor) at count = total_steps − 1 (and stays
+    there after: torch raises instead). ``three_phase``: up, back down to the initial lr at
+    count = 2·pct_start·total_steps − 2, then to the minimum. ``anneal``: "cos" or "linear"
+    interpolation within each phase. Momentum is not cycled (torch's ``cycle_momentum=False``).
+
+    Args:
+      total_steps: int >= 2, the number of optimizer steps (epochs x steps per epoch).
+      peak_value: > 0, the maximum lr (torch's ``max_lr``).
+      pct_start: in (0, 1) (three_phase: (0, 0.5)), the fraction of steps spent increasing.
+      div_factor, final_div_factor: > 0, initial lr = peak/div_factor, minimum = initial/final_div_factor.
+    """
+    name = "one_cycle"
+    total_steps = _check_int(name, "total_steps", total_steps, 2)
+    peak_value = _check_lr(name, "peak_value", peak_value)
+    pct_start = check_range(name, "pct_start", pct_start, 0.0, 0.5 if three_phase else 1.0, low_inclusive=False)
+    div_factor = check_range(name, "div_factor", div_factor, 0.0, math.inf, low_inclusive=False)
+    final_div_factor = check_range(name, "final_div_factor", final_div_factor, 0.0, math.inf, low_inclusive=False)
+    check_choice(name, "anneal", anneal, ("cos", "linear"))
+    initial = peak_value / div_factor
+    minimum = initial / final_div_factor
+    up = pct_start * total_steps - 1.0
+    if three_phase:
+        ends = [up, 2.0 * pct_start * total_steps - 2.0, total_steps - 1.0]
+        lrs = [initial, peak_value, initial, minimum]
+    else:
+        ends, lrs = [up, total_steps - 1.0], [initial, peak_value, minimum]
+    starts = [0.0] + ends[:-1]
+    if any(e <= s for s, e in zip(starts, ends, strict=True)):
+        raise ValueError(f"{name}: every phase needs at least one step: pct_start·total_steps = "
+                         f"{pct_start * total_steps:g} must be > 1 and leave steps for the decay "
+                         f"(total_steps={total_steps}, pct_start={pct_start})")
+
+    def interpolate(start, end, pct):
+        if anneal == "cos":
+            return end + (start - end) / 2.0 * (jnp.cos(jnp.pi * pct) + 1.0)
+        return (end - start) * pct + start
+
+    def schedule(count):
+        t = jnp.minimum(as_float(count), total_steps - 1.0)
+        lr = interpolate(lrs[-2], lrs[-1], (t - starts[-1]) / (ends[-1] - starts[-1]))
+        for i in reversed(range(len(ends) - 1)):  # earlier phases take precedence
+            phase = interpolate(lrs[i], lrs[i + 1], (t - starts[i]) / (ends[i] - starts[i]))
+            lr = jnp.where(t <= ends[i], phase, lr)
+        return lr.astype(default_float())
+
+    return schedule
+
+
 # ----------------------------------------------------------------------------------------
 # Reduce on plateau
 

@@ -152,3 +152,38 @@ def test_scale_feeds_the_optimizer():
     g = {"w": jnp.ones(2)}
     u, _ = jax.jit(opt.update)(g, opt.init(g), lr_scale=state.scale)
     np.testing.assert_allclose(u["w"], -0.1, rtol=1e-15)
+
+
+# ----------------------------------------------------------------------------------------
+# Warmup + cosine, one cycle (their values are checked against optax and torch in tests/parity/)
+
+
+def test_warmup_cosine_decay_shape():
+    s = optim.warmup_cosine_decay(0.0, 1.0, 10, 110, end_value=0.1)
+    assert float(s(0)) == 0.0 and float(s(5)) == pytest.approx(0.5) and float(s(10)) == pytest.approx(1.0)
+    assert float(s(60)) == pytest.approx(0.55) and float(s(110)) == pytest.approx(0.1)
+    assert float(s(500)) == pytest.approx(0.1)
+
+
+def test_one_cycle_endpoints_and_hold():
+    s = optim.one_cycle(100, 1.0, pct_start=0.3, div_factor=25.0, final_div_factor=1e4)
+    assert float(s(0)) == pytest.approx(1 / 25) and float(s(29)) == pytest.approx(1.0)
+    assert float(s(99)) == pytest.approx(1 / 25 / 1e4) and float(s(1000)) == pytest.approx(1 / 25 / 1e4)
+    lrs = np.asarray(jax.vmap(s)(jnp.arange(100)))
+    assert np.all(np.diff(lrs[:30]) > 0) and np.all(np.diff(lrs[29:]) < 0)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: optim.warmup_cosine_decay(0.0, 0.1, 10, 10), r"warmup_cosine_decay: decay_steps \(10\) counts the warmup"),
+    (lambda: optim.warmup_cosine_decay(0.0, 0.1, 2, 10, end_value=0.2), "end_value .* must not exceed peak_value"),
+    (lambda: optim.warmup_cosine_decay(0.0, 0.1, -1, 10), "warmup_cosine_decay: warmup_steps must be an int >= 0"),
+    (lambda: optim.one_cycle(10, 0.1, pct_start=0.1), r"one_cycle: every phase needs at least one step: "
+                                                      r"pct_start·total_steps = 1 must be > 1"),
+    (lambda: optim.one_cycle(1, 0.1), "one_cycle: total_steps must be an int >= 2"),
+    (lambda: optim.one_cycle(100, 0.1, pct_start=0.6, three_phase=True),
+     r"one_cycle: pct_start must be in \(0.0, 0.5\)"),
+    (lambda: optim.one_cycle(100, 0.1, anneal="cosine"), r"one_cycle: anneal must be one of \['cos', 'linear'\]"),
+])
+def test_warmup_schedules_refuse_bad_arguments(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()

@@ -81,6 +81,10 @@ SCHEDULES = {
                          optim.constant_schedule(0.03)], [5, 25]),
              optax.join_schedules([optax.linear_schedule(0.0, 0.1, 5), optax.cosine_decay_schedule(0.1, 20),
                                    optax.constant_schedule(0.03)], [5, 25])),
+    "warmup_cosine_decay": (optim.warmup_cosine_decay(0.01, 0.1, 8, 30, end_value=0.002),
+                            optax.warmup_cosine_decay_schedule(0.01, 0.1, 8, 30, end_value=0.002)),
+    "warmup_cosine_decay_no_warmup": (optim.warmup_cosine_decay(0.0, 0.1, 0, 25),
+                                      optax.warmup_cosine_decay_schedule(0.0, 0.1, 0, 25)),
 }
 
 

@@ -47,6 +47,17 @@ CASES = {
                            lambda o: S.SequentialLR(o, [S.LinearLR(o, start_factor=0.25, total_iters=5),
                                                         S.CosineAnnealingLR(o, T_max=20)], milestones=[5]),
                            0.1, 26),
+    # OneCycleLR raises after total_steps, so n = total_steps; cycle_momentum=False (we do not cycle it).
+    "one_cycle": (optim.one_cycle(40, 0.1), lambda o: S.OneCycleLR(o, 0.1, total_steps=40, cycle_momentum=False),
+                  0.1, 40),
+    "one_cycle_linear": (optim.one_cycle(33, 0.2, pct_start=0.25, div_factor=10.0, final_div_factor=100.0,
+                                         anneal="linear"),
+                         lambda o: S.OneCycleLR(o, 0.2, total_steps=33, pct_start=0.25, div_factor=10.0,
+                                                final_div_factor=100.0, anneal_strategy="linear",
+                                                cycle_momentum=False), 0.2, 33),
+    "one_cycle_three_phase": (optim.one_cycle(37, 0.1, pct_start=0.2, three_phase=True),
+                              lambda o: S.OneCycleLR(o, 0.1, total_steps=37, pct_start=0.2, three_phase=True,
+                                                     cycle_momentum=False), 0.1, 37),
 }
 
 

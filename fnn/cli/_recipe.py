@@ -1,0 +1,59 @@
+"""``fnn train``'s recipe options: the learning-rate schedule (--schedule, --warmup-epochs) and
+on-device augmentation (--augment, --crop-padding)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from fnn.cli._args import _Exit, _nonnegative_float, _positive_int
+from fnn.core import Layer
+
+
+def add_recipe_arguments(t: argparse.ArgumentParser) -> None:
+    """--augment, --crop-padding, --schedule and --warmup-epochs on parser `t`."""
+    t.add_argument("--augment", default="none", metavar="LIST",
+                   help="on-device augmentation in training only, a comma-separated list of crop (random "
+                        "crop after --crop-padding pixels of black padding), flip (horizontal, p=0.5), erase "
+                        "(random erasing, p=0.5) (default: %(default)s)")
+    t.add_argument("--crop-padding", type=_positive_int, default=2, metavar="PIXELS",
+                   help="padding of --augment crop: images move by up to this many pixels (default: %(default)s)")
+    t.add_argument("--schedule", choices=("constant", "cosine", "onecycle"), default="constant",
+                   help="learning-rate schedule over all epochs x steps, peaking at --lr: cosine decays to 0 "
+                        "after the warmup; onecycle is torch's OneCycleLR (from lr/25 up to lr, then down to "
+                        "lr/25e4) (default: %(default)s)")
+    t.add_argument("--warmup-epochs", type=_nonnegative_float, default=0.0, metavar="N",
+                   help="linear warmup from 0 over the first N epochs (onecycle: its rising phase, "
+                        "default 30%% of the steps) (default: %(default)s)")
+
+
+def learning_rate(args: argparse.Namespace, steps_per_epoch: int) -> Any:
+    """--lr, or the schedule of --schedule/--warmup-epochs over epochs x steps_per_epoch steps."""
+    from fnn import optim
+    total, warmup = args.epochs * steps_per_epoch, round(args.warmup_epochs * steps_per_epoch)
+    if warmup >= total:
+        raise _Exit(2, f"fnn train: error: --warmup-epochs {args.warmup_epochs:g} ({warmup} steps) must be "
+                       f"shorter than the {total} steps of --epochs {args.epochs}")
+    if args.schedule == "onecycle":
+        try:
+            return optim.one_cycle(total, args.lr, pct_start=warmup / total if warmup else 0.3)
+        except ValueError as e:
+            raise _Exit(2, f"fnn train: error: {e}") from None
+    if args.schedule == "cosine":
+        return optim.warmup_cosine_decay(0.0, args.lr, warmup, total)
+    return optim.linear_warmup(0.0, args.lr, warmup) if warmup else args.lr
+
+
+def augmented(model: Layer, args: argparse.Namespace, x_train: Any) -> Layer:
+    """The model behind the --augment layers (none: the model itself); crops pad with the darkest
+    standardized value, black under --standardize global."""
+    import jax
+
+    from fnn.layers.augment import augmentations, with_augmentation
+    try:
+        layers = augmentations(args.augment, crop_padding=args.crop_padding, fill=float(x_train.min()))
+        for layer in layers:  # their shape checks, before any output is written
+            layer.init(jax.random.key(0), tuple(x_train.shape[1:]))
+        return with_augmentation(model, *layers) if layers else model
+    except ValueError as e:
+        raise _Exit(2, f"fnn train: error: --augment: {e}") from None
