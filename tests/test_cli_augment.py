@@ -10,7 +10,8 @@ import pytest
 
 from fnn import optim
 from fnn.cli import main
-from fnn.cli.train import _augmented, _learning_rate
+from fnn.cli._recipe import augmented as _augmented
+from fnn.cli._recipe import learning_rate as _learning_rate
 from fnn.layers import Dense, Flatten, serial
 from fnn.train import History
 

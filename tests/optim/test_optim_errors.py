@@ -136,7 +136,7 @@ UPDATE_CONTRACT = {
     "chain": lambda: optim.chain(optim.clip_by_value(1.0), optim.adam(0.1)),
 }
 NOT_OPTIMIZERS = {"apply_updates", "global_norm", "reduce_on_plateau", "constant_schedule", "step_decay",
-                  "exponential_decay", "cosine_decay", "linear_warmup", "join"}
+                  "exponential_decay", "cosine_decay", "linear_warmup", "join", "warmup_cosine_decay", "one_cycle"}
 
 
 def test_the_update_contract_covers_every_optimizer():
