@@ -51,6 +51,7 @@ def test_augmented_model_changes_training_inputs_only():
     assert _augmented(model, _args(augment="none"), x) is model
 
 
+@pytest.mark.slow  # a training run through the CLI (~13 s); CI's slow stage runs it
 def test_train_with_augmentation_and_one_cycle(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "--model", "mlp", "--epochs", "2", "--limit", "512", "--batch-size", "64", "--json",

@@ -88,8 +88,13 @@ for i, path in enumerate(sys.argv[1:]):
 """
 
 
-@pytest.mark.parametrize("page", ["concepts.md", "index.md", "train-save-predict.md", "optax.md", "reproducibility.md",
-                                  "api/*.md"])
+_SLOW_PAGE = pytest.mark.slow  # the pages with training runs: ~70 s of CPU together, CI's slow stage runs them
+
+
+@pytest.mark.parametrize("page", ["concepts.md", "index.md", pytest.param("train-save-predict.md", marks=_SLOW_PAGE),
+                                  pytest.param("optax.md", marks=_SLOW_PAGE),
+                                  pytest.param("reproducibility.md", marks=_SLOW_PAGE),
+                                  pytest.param("api/*.md", marks=_SLOW_PAGE)])
 def test_code_blocks_on_the_page_run(page, tmp_path):
     """Every python block runs, each in a fresh namespace (one process per entry, so JAX is
     imported once; "api/*.md" runs every API page's examples together)."""
