@@ -5,6 +5,7 @@ come from ``jax.grad`` or from every layer's hand-derived backward (``fnn.backpr
 """
 
 from fnn import checkpoint, data, diagnostics, init, layers, losses, models, optim, parallel, precision, search, train
+from fnn._compile import jit
 from fnn.backprop import value_and_grad, with_own_vjp
 from fnn.core import Layer, Loss, Optimizer
 from fnn.diagnostics import summary
@@ -13,11 +14,11 @@ from fnn.layers import *  # noqa: F403  (the layer constructors, also at the top
 from fnn.layers import __all__ as _layer_names
 from fnn.train import History, TrainState, evaluate, fit, init_train_state, train_step
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "Layer", "Loss", "Optimizer", "init", "layers", "losses", "models", "optim", "data", "train", "checkpoint",
     "diagnostics", "search", "parallel", "precision",
     "fit", "evaluate", "train_step", "init_train_state", "TrainState", "History",
-    "value_and_grad", "with_own_vjp", "summary", "check_layer", "check_loss", "check_model", *_layer_names,
+    "value_and_grad", "with_own_vjp", "jit", "summary", "check_layer", "check_loss", "check_model", *_layer_names,
 ]

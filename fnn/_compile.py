@@ -1,4 +1,4 @@
-"""``jit``: ``jax.jit`` with the XLA:CPU compiler options fnn's own programs use on the CPU backend.
+"""``fnn.jit``: ``jax.jit`` with the XLA:CPU compiler options fnn's own programs use on the CPU backend.
 
 What and why. jaxlib 0.10 hands each convolution on XLA:CPU to YNNPACK by default, and on the
 2-core machines of this project that path used one core: simple_cnn's second conv (batch 128,
@@ -8,7 +8,8 @@ machine's 183 GFLOP/s sgemm rate, while XLA's own (Eigen) convolution ran the sa
 evaluation and search programs are compiled with YNNPACK kept for what it is fast at here
 (dots and reductions, its other default fusions) and convolutions left to XLA, through the
 per-program ``compiler_options`` of ``jax.jit``: nothing process-wide changes, and a user's
-own ``jax.jit`` is untouched.
+own ``jax.jit`` is untouched. To jit your own step with them, use ``fnn.jit`` in place of
+``jax.jit``: ``step = fnn.jit(fnn.train_step(model, loss, opt), donate_argnums=0)``.
 
 When not. On any backend but CPU; when this jaxlib does not know the option (checked once by
 compiling a one-line program with it); when ``XLA_FLAGS`` names the option itself (the user

@@ -85,3 +85,11 @@ def test_user_choices_and_unknown_options_turn_it_off(fresh_options):
     _compile.cpu_options.cache_clear()
     fresh_options.setattr(_compile, "CPU_OPTIONS", {"xla_cpu_no_such_option_in_any_jaxlib": "1"})
     assert _compile.cpu_options() == {}
+
+
+def test_fnn_jit_is_the_public_name():
+    import fnn
+
+    assert fnn.jit is _compile.jit
+    x, w = jnp.ones((2, 6, 6, 16)), jnp.ones((3, 3, 16, 16))
+    np.testing.assert_allclose(fnn.jit(_conv)(x, w), jax.jit(_conv)(x, w), rtol=1e-6)
