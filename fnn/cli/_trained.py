@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fnn.cli._args import _Exit
+from fnn.cli._losses import DEFAULT, with_output
 
 MODEL_FILE = "model.fnn"
 CHECKPOINT_FILE = "checkpoint.fnn"
@@ -39,10 +40,12 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int):
     return getattr(models, name)(num_classes=num_classes, input_shape=input_shape)
 
 
-def run_metadata(model_name: str, input_shape, class_names, dataset: str, scaler) -> dict:
+def run_metadata(model_name: str, input_shape, class_names, dataset: str, scaler, *,
+                 loss: str = "softmax_cross_entropy") -> dict:
     """The checkpoint metadata that rebuilds the model and its input pipeline (JSON-serializable).
 
-    ``model``: the builder (``build_model``) and its arguments; ``input_shape``: one example,
+    ``model``: the builder (``build_model``), its arguments and the loss (which may append an
+    output layer, ``fnn.cli._losses``); ``input_shape``: one example,
     e.g. [28, 28, 1]; ``class_names``; ``standardizer``: the training split's statistics, applied
     as ``(x - mean) / (std + eps)`` to raw pixel values (``fnn.data.Standardizer``).
     """
@@ -52,8 +55,13 @@ def run_metadata(model_name: str, input_shape, class_names, dataset: str, scaler
     return {"fnn_version": fnn.__version__, "input_shape": shape, "class_names": list(class_names),
             "dataset": dataset,
             "model": {"builder": "fnn train", "name": model_name, "input_shape": shape,
-                      "num_classes": len(class_names)},
+                      "num_classes": len(class_names), "loss": loss},
             "standardizer": {"mean": np.asarray(scaler.mean).tolist(), "std": np.asarray(scaler.std).tolist()}}
+
+
+def loss_name(meta: dict) -> str:
+    """The loss a model file was trained with (files from before --loss: softmax cross-entropy)."""
+    return str((meta.get("model") or {}).get("loss", DEFAULT))
 
 
 class Trained(NamedTuple):
@@ -107,7 +115,7 @@ def load_trained(prog: str, where: str | Path) -> Trained:
     if not isinstance(spec, dict) or spec.get("builder") != "fnn train" or "standardizer" not in meta:
         raise _no_model_metadata(prog, path, meta)
     input_shape = tuple(int(d) for d in spec["input_shape"])
-    model = build_model(spec["name"], input_shape, int(spec["num_classes"]))
+    model = with_output(build_model(spec["name"], input_shape, int(spec["num_classes"])), loss_name(meta))
     try:
         params, state = load_params(path, model, input_shape)
     except ValueError as e:

@@ -11,7 +11,8 @@ import argparse
 import json
 
 from fnn.cli._args import _Exit, _log, _positive_int, format_confusion
-from fnn.cli._trained import add_checkpoint_arguments, load_dataset, load_trained
+from fnn.cli._losses import loss_fn, targets
+from fnn.cli._trained import add_checkpoint_arguments, load_dataset, load_trained, loss_name
 
 PROG = "fnn evaluate"
 
@@ -30,7 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``fnn evaluate``: returns the exit status."""
-    from fnn import losses
     from fnn.train import evaluate
 
     try:
@@ -43,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
         if tuple(x.shape[1:]) != trained.input_shape:
             raise _Exit(2, f"{PROG}: error: {ds.name} images have shape {tuple(x.shape[1:])}, the model "
                            f"expects {trained.input_shape}")
-        result = evaluate(trained.model, losses.softmax_cross_entropy, trained.params, trained.state,
-                          trained.scaler.apply(x), y)
+        name = loss_name(trained.metadata)
+        result = evaluate(trained.model, loss_fn(name), trained.params, trained.state,
+                          trained.scaler.apply(x), targets(name, y, len(trained.class_names)))
     except _Exit as e:
         _log(str(e))
         return e.code

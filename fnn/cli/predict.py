@@ -14,7 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from fnn.cli._args import _Exit, _log, _positive_int
-from fnn.cli._trained import Trained, add_checkpoint_arguments, as_images, load_dataset, load_trained, read_array
+from fnn.cli._losses import LOSSES, scores
+from fnn.cli._trained import (
+    Trained,
+    add_checkpoint_arguments,
+    as_images,
+    load_dataset,
+    load_trained,
+    loss_name,
+    read_array,
+)
 
 PROG = "fnn predict"
 
@@ -71,7 +80,9 @@ def _images(args, trained):
 
 
 def predict_proba(trained: Trained, x: np.ndarray) -> np.ndarray:
-    """(N, M) class probabilities: softmax of the model's logits on the standardized images x."""
+    """(N, M) per-class scores of the standardized images x: softmax probabilities for a model
+    trained with softmax cross-entropy (the default); for other losses, what ``fnn.cli._losses``
+    says (probabilities, sigmoids or raw scores)."""
     import jax
 
     if np.issubdtype(x.dtype, np.floating) and x.size and float(np.max(x)) <= 1.0:
@@ -79,16 +90,17 @@ def predict_proba(trained: Trained, x: np.ndarray) -> np.ndarray:
              f"(standardized with the training statistics stored in the checkpoint)")
     logits, _ = jax.jit(lambda p, s, xx: trained.model.apply(p, s, xx))(trained.params, trained.state,
                                                                          trained.scaler.apply(x))
-    return np.asarray(jax.nn.softmax(logits, axis=-1))
+    return scores(loss_name(trained.metadata), logits)
 
 
 def _rows(trained, indices, probs, labels, top_k: int) -> list[dict]:
     names = trained.class_names
+    word = LOSSES[loss_name(trained.metadata)].score_name
     rows = []
     for i, (index, p) in enumerate(zip(indices, probs, strict=True)):
         order = np.argsort(-p, kind="stable")[:top_k]
         row = {"index": int(index), "prediction": names[int(order[0])],
-               "top": [{"class": names[int(c)], "class_index": int(c), "probability": float(p[c])} for c in order]}
+               "top": [{"class": names[int(c)], "class_index": int(c), word: float(p[c])} for c in order]}
         if labels is not None:
             row["label"] = names[int(labels[i])]
         rows.append(row)
@@ -100,7 +112,7 @@ def _text(rows: list[dict]) -> str:
     for row in rows:
         truth = f" (label: {row['label']}, {'right' if row['label'] == row['prediction'] else 'wrong'})" \
             if "label" in row else ""
-        tops = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in row["top"])
+        tops = ", ".join(f"{t['class']} {t.get('probability', t.get('score')):.3f}" for t in row["top"])
         lines.append(f"image {row['index']}: {row['prediction']}{truth}   top {len(row['top'])}: {tops}")
     return "\n".join(lines)
 

@@ -31,6 +31,7 @@ from fnn.cli._args import (
     add_data_arguments,
     format_confusion,
 )
+from fnn.cli._losses import DEFAULT, LOSSES, loss_fn, targets, with_output
 from fnn.cli._recipe import add_recipe_arguments, augmented, learning_rate
 from fnn.cli._trained import MODEL_FILE, build_model, load_data, run_metadata
 
@@ -73,6 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="record per-layer gradient norms and update ratios every N steps "
                         "(steps.jsonl and grad_norms.png under --out)")
     add_recipe_arguments(t)
+    t.add_argument("--loss", choices=tuple(LOSSES), default=DEFAULT,
+                   help="the loss (fnn.losses); cross_entropy and binary_cross_entropy append a Softmax or "
+                        "Sigmoid layer, the sigmoid, binary and regression losses train on one-hot targets "
+                        "(default: %(default)s)")
     t.set_defaults(run=run)
 
 
@@ -152,7 +157,7 @@ def _report(args, out: Path, ds, history, result, wall0: float) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """``fnn train``: returns the exit status."""
-    from fnn import losses, precision
+    from fnn import precision
     from fnn.checkpoint import save_params
     from fnn.diagnostics import summary
     from fnn.report import write_report
@@ -162,7 +167,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         ds, (x_train, y_train), val, (x_test, y_test), fit_key, scaler = load_data(args)
         lr = learning_rate(args, len(x_train) // args.batch_size)
-        model = build_model(args.model, tuple(x_train.shape[1:]), len(CLASS_NAMES[ds.name]))
+        num_classes = len(CLASS_NAMES[ds.name])
+        model = with_output(build_model(args.model, tuple(x_train.shape[1:]), num_classes), args.loss)
+        y_train, y_test = targets(args.loss, y_train, num_classes), targets(args.loss, y_test, num_classes)
+        val = None if val is None else (val[0], targets(args.loss, val[1], num_classes))
         # Mixed precision wraps the trained model; the test set is evaluated in float32.
         trained = model if args.compute_dtype == "float32" else precision.apply_policy(model, args.compute_dtype)
         trained = augmented(trained, args, x_train)
@@ -172,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     model_summary = summary(model, tuple(x_train.shape[1:]))
-    metadata = run_metadata(args.model, x_train.shape[1:], CLASS_NAMES[ds.name], ds.name, scaler)
+    metadata = run_metadata(args.model, x_train.shape[1:], CLASS_NAMES[ds.name], ds.name, scaler, loss=args.loss)
     _log(f"fnn train: {args.model} on {ds.name} ({'embedded sample' if ds.is_sample else ds.source}): "
          f"{len(x_train)} train, {0 if val is None else len(val[0])} validation, {len(x_test)} test "
          f"images; {args.optimizer} lr={args.lr} ({args.schedule}), batch {args.batch_size}, {args.epochs} epochs, "
@@ -180,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     _log(str(model_summary))
     echo(table_header())
     try:
-        ts, history = fit(trained, losses.softmax_cross_entropy, _build_optimizer(args, lr), (x_train, y_train),
+        ts, history = fit(trained, loss_fn(args.loss), _build_optimizer(args, lr), (x_train, y_train),
                           epochs=args.epochs, batch_size=args.batch_size, key=fit_key, val_data=val,
                           fused=not args.per_step, grad_mode=args.grad_mode,
                           callbacks=_callbacks(args, out, metadata, lr))
@@ -190,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     if history.stop_reason:
         _log(f"fnn train: {history.stop_reason}")
 
-    result = evaluate(model, losses.softmax_cross_entropy, ts.params, ts.state, x_test, y_test)
+    result = evaluate(model, loss_fn(args.loss), ts.params, ts.state, x_test, y_test)
     summary_file = sys.stderr if args.json else sys.stdout
     echo(f"test: loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f} "
          f"({len(x_test)} images)", file=summary_file)
