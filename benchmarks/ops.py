@@ -28,6 +28,7 @@ and ``torch.nn.grad``) run the same shapes with ``torch.get_num_threads()`` thre
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -46,8 +47,21 @@ from machine import header_lines  # noqa: E402
 
 from fnn import _compile  # noqa: E402
 from fnn.layers import _fast_cpu  # noqa: E402
-from fnn.layers._geometry import conv_dims  # noqa: E402
+from fnn.layers._geometry import conv_dims, window_slice  # noqa: E402
 from fnn.layers.conv import _input_grad, _weight_grad  # noqa: E402
+
+
+def weight_grad_shifted(xp, dy, kernel, stride, dilation, pads):
+    """A formulation measured and not used (slower than ``_fast_cpu.conv_weight_grad`` on the
+    machines measured): dw as one matmul per kernel window offset, dw[k] = x_k (N·O, C_in)ᵀ ·
+    dy (N·O, C_out), x_k the strided slice of x_pad at offset k·d."""
+    out, c_in, c_out = dy.shape[1:-1], xp.shape[-1], dy.shape[-1]
+    xpad = lax.pad(xp, jnp.zeros((), xp.dtype), ((0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)))
+    dy2 = dy.reshape(-1, c_out)
+    dws = [lax.dot_general(window_slice(xpad, [j * d for j, d in zip(offset, dilation, strict=True)], out, stride)
+                           .reshape(-1, c_in), dy2, (((0,), (0,)), ((), ())))
+           for offset in itertools.product(*(range(k) for k in kernel))]
+    return jnp.stack(dws).reshape(*kernel, c_in, c_out)
 
 
 class ConvShape(NamedTuple):
@@ -118,11 +132,21 @@ def conv_ops(s: ConvShape, batch: int) -> tuple[dict, tuple, float]:
         "dw textbook": lambda x, w, dy: _weight_grad(x, dy, (s.k, s.k), one, one, pads, rem),
         "dw fast": lambda x, w, dy: _fast_cpu.conv_weight_grad(x, dy, (s.k, s.k), one, one, pads, rem),
         "dw patches": lambda x, w, dy: _fast_cpu._weight_grad_patches(x, dy, (s.k, s.k), one, one, pads),
-        "dw shifted": lambda x, w, dy: _fast_cpu._weight_grad_shifted(x, dy, (s.k, s.k), one, one, pads),
+        "dw shifted": lambda x, w, dy: weight_grad_shifted(x, dy, (s.k, s.k), one, one, pads),
         "jax.vjp (dx+dw)": vjp,
     }
     flops = 2 * batch * s.size ** 2 * s.c_out * s.k ** 2 * s.c_in
     return ops, (x, w, dy), flops
+
+
+def check_weight_grads(layer: str, ops: dict, args: tuple) -> None:
+    """Every dw formulation equals the textbook one (relative 1e-4 in float32) before it is timed."""
+    want = jax.jit(ops["dw textbook"])(*args)
+    for name in ("dw fast", "dw patches", "dw shifted"):
+        got = jax.jit(ops[name])(*args)
+        err = float(jnp.max(jnp.abs(got - want)) / jnp.max(jnp.abs(want)))
+        if not err <= 1e-4:
+            raise SystemExit(f"ops.py: {layer} {name} differs from the textbook dw: relative error {err:.2e}")
 
 
 def dense_ops(batch: int) -> tuple[dict, tuple, float]:
@@ -211,6 +235,7 @@ def main(argv=None) -> int:
     rows = []
     for s in CONVS:
         ops, a, flops = conv_ops(s, args.batch)
+        check_weight_grads(s.name, ops, a)
         rows += measure_jax(s.name, ops, a, flops, args.scan, args.repeats, ceiling, compilers)
         rows += [] if args.no_torch else measure_torch(s, args.batch, args.repeats, ceiling)
     ops, a, flops = dense_ops(args.batch)

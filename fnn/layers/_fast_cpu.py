@@ -94,18 +94,6 @@ def _weight_grad_patches(xp, dy, kernel, stride, dilation, pads):
     return dw.reshape(*kernel, c_in, c_out)
 
 
-def _weight_grad_shifted(xp, dy, kernel, stride, dilation, pads):
-    """dw as one matmul per kernel window offset: dw[k] = x_k (N·O, C_in)ᵀ · dy (N·O, C_out), x_k the
-    strided slice of x_pad at offset k·d (no patch matrix is built)."""
-    out, c_in, c_out = dy.shape[1:-1], xp.shape[-1], dy.shape[-1]
-    xpad = lax.pad(xp, np.zeros((), xp.dtype), ((0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)))
-    dy2 = dy.reshape(-1, c_out)
-    dws = [lax.dot_general(window_slice(xpad, [j * d for j, d in zip(offset, dilation, strict=True)], out, stride)
-                           .reshape(-1, c_in), dy2, (((0,), (0,)), ((), ())))
-           for offset in itertools.product(*(range(k) for k in kernel))]
-    return jnp.stack(dws).reshape(*kernel, c_in, c_out)
-
-
 def conv_weight_grad(xp, dy, kernel, stride, dilation, pads, rem):
     """The textbook ``conv._weight_grad`` (same arguments, same numbers up to rounding), as a
     canonical (N, *S, C) x (*K, I, O) conv on transposed operands: C_in plays the batch and the
