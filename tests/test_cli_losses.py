@@ -5,11 +5,11 @@ import json
 
 import numpy as np
 import pytest
+from sample_data import sample_only as hide_real_data
 
 from fnn import losses
 from fnn.cli import main
 from fnn.cli._losses import LOSSES, scores, targets
-from fnn.data import datasets
 
 # Two runs in the default suite (labels, one-hot); the other four in CI's slow stage.
 FAST = ("softmax_cross_entropy", "mse")
@@ -18,11 +18,8 @@ CASES = [name if name in FAST else pytest.param(name, marks=pytest.mark.slow) fo
 
 @pytest.fixture(scope="module", autouse=True)
 def sample_only(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nodata")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(datasets, "SYSTEM_DATA_DIR", root / "none")
-        mp.setenv("HOME", str(root))
-        mp.delenv("FNN_DATA", raising=False)
+    """The loaders find no real data, so every command here runs on the embedded sample."""
+    with hide_real_data(tmp_path_factory.mktemp("nodata")):
         yield
 
 

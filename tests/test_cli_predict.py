@@ -9,23 +9,20 @@ import struct
 import jax
 import numpy as np
 import pytest
+from sample_data import sample_only as hide_real_data
 from trees import assert_trees_equal, leaves
 
 import fnn
 from fnn import checkpoint
 from fnn.cli import main
 from fnn.cli._trained import build_model, load_trained
-from fnn.data import Standardizer, datasets, load_sample, train_val_split
+from fnn.data import Standardizer, load_sample, train_val_split
 
 
 @pytest.fixture(scope="module", autouse=True)
 def sample_only(tmp_path_factory):
     """The loaders find no real data, so every command here runs on the embedded sample."""
-    root = tmp_path_factory.mktemp("nodata")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(datasets, "SYSTEM_DATA_DIR", root / "none")
-        mp.setenv("HOME", str(root))
-        mp.delenv("FNN_DATA", raising=False)
+    with hide_real_data(tmp_path_factory.mktemp("nodata")):
         yield
 
 
