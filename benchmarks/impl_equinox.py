@@ -3,6 +3,11 @@
 The usual Equinox loop: a module written for one example (channels first, as ``eqx.nn.Conv2d``
 expects) and ``jax.vmap``-ed over the batch, ``eqx.filter_value_and_grad`` and optax inside one
 ``@eqx.filter_jit`` step, called once per batch from Python.
+
+``precision="bfloat16"``: inside the loss, the model's floating arrays and the batch are cast to
+bfloat16 (so the forward and backward pass run in it, while the gradients, the model the
+optimizer updates and its state stay float32) and the logits are cast to float32 before the
+cross-entropy.
 """
 
 from __future__ import annotations
@@ -70,15 +75,22 @@ class Wide(eqx.Module):
 MODELS = {"cnn": (CNN, (1, 28, 28)), "mlp": (MLP, (784,)), "wide": (Wide, (1, 28, 28))}
 
 
-def loss_fn(model, x, y):
-    logits = jax.vmap(model)(x)
+def forward(model, x, compute):
+    """float32 logits of a batch; the model runs in `compute` (its floating arrays and x cast to it)."""
+    arrays, static = eqx.partition(model, eqx.is_inexact_array)
+    model = eqx.combine(jax.tree.map(lambda a: a.astype(compute), arrays), static)
+    return jax.vmap(model)(x.astype(compute)).astype(jnp.float32)
+
+
+def loss_fn(model, x, y, compute):
+    logits = forward(model, x, compute)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
-def make_step(optim):
+def make_step(optim, compute=jnp.float32):
     @eqx.filter_jit
     def step(model, opt_state, x, y):
-        loss, grads = eqx.filter_value_and_grad(loss_fn)(model, x, y)
+        loss, grads = eqx.filter_value_and_grad(loss_fn)(model, x, y, compute)
         updates, opt_state = optim.update(grads, opt_state, eqx.filter(model, eqx.is_array))
         return eqx.apply_updates(model, updates), opt_state, loss
 
@@ -86,8 +98,8 @@ def make_step(optim):
 
 
 @eqx.filter_jit
-def predict(model, x):
-    return jnp.argmax(jax.vmap(model)(x), axis=-1)
+def predict(model, x, compute):
+    return jnp.argmax(forward(model, x, compute), axis=-1)
 
 
 @partial(jax.jit, static_argnames=("batch",))
@@ -111,7 +123,8 @@ class Loop:
         self.optim = optax.adam(workload.lr) if workload.optimizer == "adam" else \
             optax.sgd(workload.lr, momentum=workload.momentum)
         self.opt_state = self.optim.init(eqx.filter(self.model, eqx.is_array))
-        self._step = make_step(self.optim)
+        self.compute = jnp.bfloat16 if settings.precision == "bfloat16" else jnp.float32
+        self._step = make_step(self.optim, self.compute)
         self._key = jax.random.key(settings.seed + 1)
 
     def start_epoch(self, epoch: int) -> None:
@@ -126,11 +139,11 @@ class Loop:
         jax.block_until_ready(handle)
 
     def test_accuracy(self) -> float:
-        hits = sum(int(jnp.sum(predict(self.model, self.x_test[j:j + 1000]) == self.y_test[j:j + 1000]))
+        hits = sum(int(jnp.sum(predict(self.model, self.x_test[j:j + 1000], self.compute) == self.y_test[j:j + 1000]))
                    for j in range(0, len(self.x_test), 1000))
         return hits / len(self.x_test)
 
-    def flops_per_step(self):
+    def lowered_step(self):
         params, static = eqx.partition(self.model, eqx.is_array)
 
         def pure_step(params, opt_state, x, y):
@@ -139,7 +152,10 @@ class Loop:
 
         x = jnp.zeros((self.w.batch, *self.x.shape[1:]), self.x.dtype)
         y = jnp.zeros((self.w.batch,), self.y.dtype)
-        cost = jax.jit(pure_step).lower(params, self.opt_state, x, y).compile().cost_analysis()
+        return jax.jit(pure_step).lower(params, self.opt_state, x, y)
+
+    def flops_per_step(self):
+        cost = self.lowered_step().compile().cost_analysis()
         if isinstance(cost, (list, tuple)):
             cost = cost[0] if cost else None
         return float(cost["flops"]) if cost and "flops" in cost else None

@@ -11,6 +11,11 @@
 
 The fused variants are timed through ``History.seconds`` (the epoch call alone: no
 compilation, validation or checkpoint), the public figure ``fit`` already records.
+
+``precision="bfloat16"``: every variant trains ``fnn.precision.apply_policy(model, jnp.bfloat16)``
+(float32 master parameters and optimizer state, parameters and inputs cast to bfloat16 for the
+forward and backward pass, the logits cast to float32 before the loss); the flops figure and the
+test accuracy come from the same wrapped model.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import jax.numpy as jnp
 from fnn import losses, models, optim
 from fnn.data import epoch_batches
 from fnn.layers import Conv, Dense, Flatten, MaxPool, Relu, serial
+from fnn.precision import apply_policy
 from fnn.train import Progress, evaluate, fit, init_train_state, resolve_grad_mode, train_step
 
 SUBSET_BATCHES = 50   # the fused variants' step time: epochs of 50 batches
@@ -58,8 +64,8 @@ def _device_name() -> str:
     return "cpu" if d.platform == "cpu" else d.device_kind
 
 
-def _flops(jitted, *args) -> float | None:
-    cost = jitted.lower(*args).compile().cost_analysis()
+def _flops(lowered) -> float | None:
+    cost = lowered.compile().cost_analysis()
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else None
     return float(cost["flops"]) if cost and "flops" in cost else None
@@ -68,7 +74,8 @@ def _flops(jitted, *args) -> float | None:
 class _Base:
     def __init__(self, impl, workload, data, settings, mode):
         self.impl, self.w, self.settings = impl, workload, settings
-        self.model, self.shape = model_for(workload.name)
+        model, self.shape = model_for(workload.name)
+        self.model = apply_policy(model, jnp.bfloat16) if settings.precision == "bfloat16" else model
         self.loss = losses.softmax_cross_entropy
         self.opt = optimizer_for(workload)
         self.requested_mode = mode
@@ -82,11 +89,15 @@ class _Base:
         result = evaluate(self.model, self.loss, self.ts.params, self.ts.state, self.x_test, self.y_test)
         return result["accuracy"]
 
-    def flops_per_step(self):
+    def lowered_step(self):
+        """One training step of this gradient mode and precision, lowered (the fused epoch scans it)."""
         step = jax.jit(train_step(self.model, self.loss, self.opt, grad_mode=self.mode))
         xb = jnp.zeros((self.w.batch, *self.shape), jnp.float32)
         yb = jnp.zeros((self.w.batch,), jnp.int32)
-        return _flops(step, self.ts, xb, yb)
+        return step.lower(self.ts, xb, yb)
+
+    def flops_per_step(self):
+        return _flops(self.lowered_step())
 
     def num_params(self) -> int:
         return sum(int(a.size) for a in jax.tree.leaves(self.ts.params))

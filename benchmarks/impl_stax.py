@@ -2,6 +2,10 @@
 
 The usual stax loop: ``opt_update`` inside one jitted ``update(i, opt_state, x, y)``, called
 once per batch from Python (as in JAX's examples/mnist_classifier.py).
+
+``precision="bfloat16"``: the float32 parameters and the batch are cast to bfloat16 inside the
+loss (so the forward and backward pass run in bfloat16, the gradients and the optimizer stay
+float32) and the logits are cast back to float32 before the cross-entropy.
 """
 
 from __future__ import annotations
@@ -61,9 +65,15 @@ class Loop:
         self.opt_state = opt_init(params)
         self.i = 0
         self._key = jax.random.key(settings.seed + 1)
+        compute = jnp.bfloat16 if settings.precision == "bfloat16" else jnp.float32
+
+        def forward(params, x):
+            """float32 logits; the network itself runs in the compute dtype."""
+            params = jax.tree.map(lambda a: a.astype(compute), params)
+            return self.apply_fun(params, x.astype(compute)).astype(jnp.float32)
 
         def loss(params, x, y):
-            return cross_entropy(self.apply_fun(params, x), y)
+            return cross_entropy(forward(params, x), y)
 
         @jax.jit
         def update(i, opt_state, x, y):
@@ -71,7 +81,7 @@ class Loop:
             return opt_update(i, grads, opt_state), value
 
         self.update = update
-        self.predict = jax.jit(lambda params, x: jnp.argmax(self.apply_fun(params, x), axis=-1))
+        self.predict = jax.jit(lambda params, x: jnp.argmax(forward(params, x), axis=-1))
 
     def start_epoch(self, epoch: int) -> None:
         key = jax.random.fold_in(self._key, epoch)
@@ -91,10 +101,13 @@ class Loop:
                    for j in range(0, len(self.x_test), 1000))
         return hits / len(self.x_test)
 
-    def flops_per_step(self):
+    def lowered_step(self):
         x = jnp.zeros((self.w.batch, *self.x.shape[1:]), self.x.dtype)
         y = jnp.zeros((self.w.batch,), self.y.dtype)
-        cost = self.update.lower(0, self.opt_state, x, y).compile().cost_analysis()
+        return self.update.lower(0, self.opt_state, x, y)
+
+    def flops_per_step(self):
+        cost = self.lowered_step().compile().cost_analysis()
         if isinstance(cost, (list, tuple)):
             cost = cost[0] if cost else None
         return float(cost["flops"]) if cost and "flops" in cost else None

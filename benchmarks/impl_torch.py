@@ -4,6 +4,12 @@ The usual PyTorch loop: an ``nn.Sequential`` in NCHW, ``F.cross_entropy``, ``zer
 ``backward`` / ``step`` once per batch. The data set sits on the device as tensors and each
 epoch gathers a fresh permutation once (as the JAX loops do). Threads: PyTorch's default
 (reported as ``torch_threads``).
+
+``precision="bfloat16"``: PyTorch's automatic mixed precision as its documentation recommends,
+``torch.autocast(device_type, dtype=torch.bfloat16)`` around the forward pass and the loss
+(convolutions and linear layers run in bfloat16; autocast computes the cross-entropy in
+float32), the backward pass and the optimizer step outside it; the parameters and the optimizer
+state stay float32. No ``GradScaler``: bfloat16 has float32's exponent range.
 """
 
 from __future__ import annotations
@@ -59,6 +65,11 @@ class Loop:
         self.opt = torch.optim.Adam(params, lr=workload.lr) if workload.optimizer == "adam" else \
             torch.optim.SGD(params, lr=workload.lr, momentum=workload.momentum)
         self.gen = torch.Generator(device=self.dev).manual_seed(settings.seed + 1)
+        self.bf16 = settings.precision == "bfloat16"
+
+    def autocast(self):
+        """bfloat16 autocast on this device for the bfloat16 variant; a no-op context for float32."""
+        return torch.autocast(device_type=self.dev.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def start_epoch(self, epoch: int) -> None:
         n, b = len(self.x), self.w.batch
@@ -69,7 +80,8 @@ class Loop:
 
     def step(self, i: int):
         self.model.train()
-        loss = F.cross_entropy(self.model(self.xb[i]), self.yb[i])
+        with self.autocast():
+            loss = F.cross_entropy(self.model(self.xb[i]), self.yb[i])
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -84,7 +96,9 @@ class Loop:
         self.model.eval()
         hits = 0
         for j in range(0, len(self.x_test), 1000):
-            hits += int((self.model(self.x_test[j:j + 1000]).argmax(1) == self.y_test[j:j + 1000]).sum())
+            with self.autocast():
+                logits = self.model(self.x_test[j:j + 1000])
+            hits += int((logits.argmax(1) == self.y_test[j:j + 1000]).sum())
         return hits / len(self.x_test)
 
     def flops_per_step(self):

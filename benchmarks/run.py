@@ -3,9 +3,11 @@
     python benchmarks/run.py                  # full run: 60,000-image epochs (tens of minutes on 2 CPU cores)
     python benchmarks/run.py --quick          # smoke run: 6,400 images (50 batches), a few minutes
     python benchmarks/run.py --impl stax fnn-fused --workload mlp
+    python benchmarks/run.py --workload wide --precision float32 bfloat16   # on a GPU
+    python benchmarks/run.py --quick --batches 4 --timed 3 --precision float32 bfloat16  # tiny smoke run
 
-Each (implementation, workload) pair runs in its own child process, one after the other, so
-memory, compilation caches and thread pools never leak from one to the next. Every child
+Each (implementation, workload, precision) triple runs in its own child process, one after the
+other, so memory, compilation caches and thread pools never leak from one to the next. Every child
 trains on the same data: real Fashion-MNIST, standardized with one global mean and standard
 deviation (over every pixel of the 60,000 training images), held on the device, shuffled once
 per epoch, remainder dropped (468 batches of 128). Figures per pair:
@@ -22,6 +24,20 @@ per epoch, remainder dropped (468 batches of 128). Figures per pair:
   variants), after the step timing.
 - ``test_acc``: accuracy on the 10,000 test images after the whole run (the steps above plus
   that epoch); a check that every implementation really trains.
+
+``--precision float32 bfloat16`` runs every pair in each precision. ``bfloat16`` is the same
+mixed-precision recipe in every framework: float32 master parameters and optimizer state,
+the forward and backward pass in bfloat16 (inputs and parameters cast to it), the logits cast
+to float32 before the softmax cross-entropy (``fnn.precision.apply_policy`` for fnn; casts in
+the loss for stax and Equinox; ``dtype=bfloat16, param_dtype=float32`` layers for Flax NNX;
+``torch.autocast`` for PyTorch). Test accuracy is measured with the model in the same precision.
+Fnn rows are compared only with reference rows of the same workload and precision.
+
+Smoke runs of the harness itself (e.g. before a GPU run): ``--batches N`` (with ``--quick``
+only) makes the quick subset N batches instead of 50, and ``--timed N`` times N steps after
+min(warm-up, N) warm-up steps (fused variants: at most N timed fused epochs). ``--batches 4
+--timed 3`` passes every implementation's accuracy check (fewer batches may train too little
+for the 0.5 check); the figures of such a run are not measurements.
 
 The table, the ratios of every fnn row to the best reference and the target summary go to
 stdout with one JSON line per pair; progress goes to stderr.
@@ -89,8 +105,9 @@ IMPLS = {
     "torch-eager": "impl_torch",
     "torch-compile": "impl_torch",
 }
-QUICK_BATCHES = 50       # --quick: 50 batches (6,400 images at batch 128)
+QUICK_BATCHES = 50       # --quick: 50 batches (6,400 images at batch 128); --batches N changes it
 FULL_TRAIN = 60_000
+PRECISIONS = ("float32", "bfloat16")
 
 
 class Settings(NamedTuple):
@@ -99,6 +116,8 @@ class Settings(NamedTuple):
     timed: int           # synchronized steps timed for step_ms
     fused_repeats: int   # 50-step fused epochs timed for the fused variants' step_ms
     seed: int
+    precision: str = "float32"       # or "bfloat16": mixed precision, float32 master parameters
+    quick_batches: int = QUICK_BATCHES  # --quick: the training subset, in batches
 
 
 class Data(NamedTuple):
@@ -112,7 +131,7 @@ class Data(NamedTuple):
     std: float
 
 
-def load_data(quick: bool, batch: int) -> Data:
+def load_data(quick: bool, batch: int, quick_batches: int = QUICK_BATCHES) -> Data:
     """Real Fashion-MNIST, one global mean/std from all 60,000 training images, in NumPy only.
 
     NumPy only so that a child process never initializes a JAX backend it does not use (on a
@@ -129,7 +148,7 @@ def load_data(quick: bool, batch: int) -> Data:
     std = float(x_train.std(dtype=np.float64, ddof=1))
     norm = lambda x: ((x.astype(np.float32) - np.float32(mean)) / np.float32(std)).astype(np.float32)
     if quick:
-        n = QUICK_BATCHES * batch
+        n = quick_batches * batch
         x_train, y_train = x_train[:n], y_train[:n]
     return Data(norm(x_train), y_train.astype(np.int32), norm(x_test), y_test.astype(np.int32), mean, std)
 
@@ -172,7 +191,7 @@ def measure_steps(loop, steps: int, settings: Settings) -> dict:
 
 def run_child(impl: str, workload: Workload, settings: Settings) -> dict:
     """Load the data, then build one implementation on one workload and measure it."""
-    return measure(impl, workload, load_data(settings.quick, workload.batch), settings)
+    return measure(impl, workload, load_data(settings.quick, workload.batch, settings.quick_batches), settings)
 
 
 def measure(impl: str, workload: Workload, data: Data, settings: Settings) -> dict:
@@ -192,7 +211,7 @@ def measure(impl: str, workload: Workload, data: Data, settings: Settings) -> di
     record = {
         "impl": impl,
         "workload": workload.name,
-        "precision": "float32",
+        "precision": settings.precision,
         "device": device_label(loop.device()),
         "compile_s": figures["compile_s"],
         "step_ms": step_ms,
@@ -284,20 +303,25 @@ def fmt(v, spec: str, width: int) -> str:
     return format(v, f">{width}{spec}")
 
 
-def _refs(records: list[dict], workload: str) -> list[dict]:
-    """The reference rows of a workload that did not fail."""
+def _precision(r: dict) -> str:
+    return r.get("precision", "float32")
+
+
+def _refs(records: list[dict], workload: str, precision: str = "float32") -> list[dict]:
+    """The reference rows of a workload in one precision that did not fail."""
     return [r for r in records
-            if r["workload"] == workload and not r["impl"].startswith("fnn") and "error" not in r]
+            if r["workload"] == workload and _precision(r) == precision and not r["impl"].startswith("fnn")
+            and "error" not in r]
 
 
 def add_ratios(records: list[dict]) -> None:
-    """fnn rows: epoch_s and step_ms divided by the best reference's on the same workload."""
-    for w in {r["workload"] for r in records}:
-        refs = _refs(records, w)
+    """fnn rows: epoch_s and step_ms divided by the best reference's on the same workload and precision."""
+    for w, p in {(r["workload"], _precision(r)) for r in records}:
+        refs = _refs(records, w, p)
         best_epoch = min(refs, key=lambda r: r["epoch_s"], default=None)
         best_step = min(refs, key=lambda r: r["step_ms"], default=None)
         for r in records:
-            if r["workload"] != w or not r["impl"].startswith("fnn") or "error" in r:
+            if r["workload"] != w or _precision(r) != p or not r["impl"].startswith("fnn") or "error" in r:
                 continue
             if best_epoch is not None:
                 r["epoch_vs_best_ref"] = r["epoch_s"] / best_epoch["epoch_s"]
@@ -308,36 +332,40 @@ def add_ratios(records: list[dict]) -> None:
 
 
 def table(records: list[dict]) -> str:
-    head = ("| impl | workload | compile_s | step_ms | imgs/s | epoch_s | test_acc | TFLOP/s "
+    head = ("| impl | workload | precision | compile_s | step_ms | imgs/s | epoch_s | test_acc | TFLOP/s "
             "| epoch ÷ best ref | step ÷ best ref |")
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 11]
     for r in records:
         if "error" in r:
-            lines.append(f"| {r['impl']} | {r['workload']} | failed: {r['error'][:60]} |||||||||")
+            lines.append(f"| {r['impl']} | {r['workload']} | {_precision(r)} | failed: {r['error'][:60]} "
+                         "||||||||")
             continue
         mark = "*" if r.get("epoch_extrapolated") else ""
         ratio_e = f"{r['epoch_vs_best_ref']:.2f}× ({r['best_ref_epoch']})" if "epoch_vs_best_ref" in r else ""
         ratio_s = f"{r['step_vs_best_ref']:.2f}× ({r['best_ref_step']})" if "step_vs_best_ref" in r else ""
         acc = fmt(r["test_acc"], ".4f", 6) + ("" if r.get("acc_ok") is not False else " LOW")
-        lines.append(f"| {r['impl']} | {r['workload']} | {fmt(r['compile_s'], '.2f', 5)} | "
+        lines.append(f"| {r['impl']} | {r['workload']} | {_precision(r)} | {fmt(r['compile_s'], '.2f', 5)} | "
                      f"{fmt(r['step_ms'], '.2f', 6)} | {fmt(r['imgs_per_s'], '.0f', 6)} | "
                      f"{fmt(r['epoch_s'], '.2f', 6)}{mark} | {acc} | {fmt(r.get('tflops'), '.3f', 5)} | "
                      f"{ratio_e} | {ratio_s} |")
     return "\n".join(lines)
 
 
-def _get(records, impl, workload):
+def _get(records, impl, workload, precision="float32"):
     for r in records:
-        if r["impl"] == impl and r["workload"] == workload and "error" not in r:
+        if r["impl"] == impl and r["workload"] == workload and _precision(r) == precision and "error" not in r:
             return r
     return None
 
 
 def targets(records: list[dict], quick: bool) -> list[str]:
-    """The issue's targets, measured against this run. Quick runs scale epochs to 468 batches."""
+    """The issue's targets, measured against this run's float32 rows (and fnn-fused's bfloat16
+    speed-up over float32). Quick runs scale epochs to full-data batches (468 at batch 128)."""
     out = []
     scale = lambda r: (FULL_TRAIN // r["batch"]) / r["steps_per_epoch"]
-    note = " (quick: epoch scaled ×468/50)" if quick else ""
+    # --quick: every epoch is the same number of batches (50, or --batches N)
+    steps = next((r["steps_per_epoch"] for r in records if "steps_per_epoch" in r), QUICK_BATCHES)
+    note = f" (quick: epoch scaled ×468/{steps})" if quick else ""
 
     def epoch(r):
         return r["epoch_s"] * (scale(r) if quick else 1.0)
@@ -373,10 +401,17 @@ def targets(records: list[dict], quick: bool) -> list[str]:
             base = _get(records, base_name, w)
             if manual and base:
                 ratio = manual["epoch_s"] / base["epoch_s"]
-                est = " (autodiff epoch extrapolated from 50 steps)" if base.get("epoch_extrapolated") else ""
+                est = (f" (autodiff epoch extrapolated from {base.get('fused_epoch_steps')} steps)"
+                       if base.get("epoch_extrapolated") else "")
                 out.append(f"{w}: fnn-manual-fused epoch {manual['epoch_s']:.2f} s vs {base_name} "
                            f"({base.get('grad_mode')}) {base['epoch_s']:.2f} s{est}: {ratio:.2f}× -> "
                            f"{verdict(ratio <= 1.25)} (target within 1.25×)")
+    for w in dict.fromkeys(r["workload"] for r in records):
+        f32, bf16 = _get(records, "fnn-fused", w), _get(records, "fnn-fused", w, "bfloat16")
+        if f32 and bf16:
+            speedup = f32["epoch_s"] / bf16["epoch_s"]
+            out.append(f"{w}: fnn-fused bf16 {bf16['epoch_s']:.2f} s vs float32 {f32['epoch_s']:.2f} s: "
+                       f"{speedup:.2f}× speed-up -> {verdict(speedup >= 1.5)} (target >= 1.5×)")
     return out
 
 
@@ -402,22 +437,28 @@ def parent(args) -> int:
     print("# command: python benchmarks/run.py " + " ".join(sys.argv[1:]), flush=True)
 
     workloads = args.workload or [w for w in WORKLOADS if on_gpu or not WORKLOADS[w].gpu_only]
+    precisions = list(dict.fromkeys(args.precision))
+    smoke = (["--batches", str(args.batches)] if args.batches else []) + \
+        (["--timed", str(args.timed)] if args.timed else [])
     records = []
     for w in workloads:
         if WORKLOADS[w].gpu_only and not on_gpu:
             print(f"note: workload {w!r} is meant for a GPU; running it on CPU because it was asked for",
                   file=sys.stderr)
         impls = args.impl or default_impls(env, w, explicit=False)
-        for impl in impls:
-            cmd = _child_cmd(["--child", impl, "--workload", w, "--seed", str(args.seed)]
-                             + (["--quick"] if args.quick else []))
-            print(f"[{time.perf_counter() - t_start:7.1f} s] {impl} on {w} ...", file=sys.stderr, flush=True)
-            try:
-                rec = _run_json(cmd, timeout=args.timeout)
-            except (RuntimeError, subprocess.TimeoutExpired) as e:
-                rec = {"impl": impl, "workload": w, "error": str(e).splitlines()[0] if str(e) else repr(e)}
-            print(f"           -> {json.dumps(rec)}", file=sys.stderr, flush=True)
-            records.append(rec)
+        for precision in precisions:
+            for impl in impls:
+                cmd = _child_cmd(["--child", impl, "--workload", w, "--precision", precision,
+                                  "--seed", str(args.seed)] + (["--quick"] if args.quick else []) + smoke)
+                print(f"[{time.perf_counter() - t_start:7.1f} s] {impl} on {w} in {precision} ...",
+                      file=sys.stderr, flush=True)
+                try:
+                    rec = _run_json(cmd, timeout=args.timeout)
+                except (RuntimeError, subprocess.TimeoutExpired) as e:
+                    rec = {"impl": impl, "workload": w, "precision": precision,
+                           "error": str(e).splitlines()[0] if str(e) else repr(e)}
+                print(f"           -> {json.dumps(rec)}", file=sys.stderr, flush=True)
+                records.append(rec)
 
     add_ratios(records)
     print()
@@ -427,7 +468,7 @@ def parent(args) -> int:
         print("'*' epoch extrapolated from one short fused epoch (step_ms × batches per epoch; 50 batches, "
               "--quick: 10): autodiff's conv weight gradient inside lax.scan is XLA:CPU's slow path.")
     if args.quick:
-        print(f"--quick: every epoch is the {QUICK_BATCHES}-batch subset, not 60,000 images; "
+        print(f"--quick: every epoch is the {args.batches or QUICK_BATCHES}-batch subset, not 60,000 images; "
               "test_acc is checked against 0.5 only.")
     print()
     print("Targets:")
@@ -444,24 +485,42 @@ def parent(args) -> int:
     return 1 if failed else 0
 
 
+def positive_int(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return n
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help=f"smoke run on a {QUICK_BATCHES}-batch subset")
     ap.add_argument("--impl", nargs="+", choices=list(IMPLS), help="only these implementations")
     ap.add_argument("--workload", nargs="+", choices=list(WORKLOADS), help="only these workloads "
                     "(default: cnn and mlp, plus wide on a GPU)")
+    ap.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["float32"],
+                    help="run every pair in each of these precisions; bfloat16: mixed precision "
+                         "(float32 master parameters, bfloat16 forward and backward)")
+    ap.add_argument("--batches", type=positive_int, help="with --quick: the subset is this many batches "
+                    f"instead of {QUICK_BATCHES} (a smoke test of the harness)")
+    ap.add_argument("--timed", type=positive_int, help="timed steps (default 50, --quick: 20); the warm-up "
+                    "becomes min(warm-up, N) and the fused variants time at most N epochs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per child process")
     ap.add_argument("--child", choices=list(IMPLS), help=argparse.SUPPRESS)
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.batches and not args.quick:
+        ap.error("--batches needs --quick (a full run trains on all 60,000 images)")
 
     if args.probe:
         print("RESULT " + json.dumps(probe()), flush=True)
         return 0
     if args.child:
-        settings = Settings(quick=args.quick, warmup=3 if args.quick else 5, timed=20 if args.quick else 50,
-                            fused_repeats=1 if args.quick else 3, seed=args.seed)
+        timed = args.timed or (20 if args.quick else 50)
+        settings = Settings(quick=args.quick, warmup=min(3 if args.quick else 5, timed), timed=timed,
+                            fused_repeats=min(1 if args.quick else 3, timed), seed=args.seed,
+                            precision=args.precision[0], quick_batches=args.batches or QUICK_BATCHES)
         rec = run_child(args.child, WORKLOADS[args.workload[0]], settings)
         print("RESULT " + json.dumps(rec), flush=True)
         return 0
