@@ -73,6 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--record-every", type=_positive_int, default=None, metavar="N",
                    help="record per-layer gradient norms and update ratios every N steps "
                         "(steps.jsonl and grad_norms.png under --out)")
+    t.add_argument("--tensorboard", type=Path, default=None, metavar="DIR",
+                   help="also write TensorBoard event files into DIR: the per-epoch table's scalars, and the "
+                        "per-step ones with --record-every (view: pip install 'fnn[tensorboard]'; "
+                        "tensorboard --logdir DIR)")
     add_recipe_arguments(t)
     t.add_argument("--loss", choices=tuple(LOSSES), default=DEFAULT,
                    help="the loss (fnn.losses); cross_entropy and binary_cross_entropy append a Softmax or "
@@ -100,6 +104,7 @@ def _callbacks(args, out: Path, metadata: dict, learning_rate) -> list:
         Progress,
         ReduceLROnPlateau,
         StepRecorder,
+        TensorBoard,
         echo,
         table_row,
     )
@@ -113,6 +118,7 @@ def _callbacks(args, out: Path, metadata: dict, learning_rate) -> list:
     callbacks += [ReduceLROnPlateau(0.5, patience=args.plateau)] if args.plateau else []
     callbacks += [EarlyStopping(args.early_stopping)] if args.early_stopping else []
     callbacks += [StepRecorder(args.record_every)] if args.record_every else []
+    callbacks += [TensorBoard(args.tensorboard)] if args.tensorboard is not None else []
     return callbacks
 
 
@@ -216,6 +222,9 @@ def run(args: argparse.Namespace) -> int:
     # The checkpoint is written after each finished epoch: a run stopped in its first has none.
     listed = [name for name in ("checkpoint.fnn", *written) if (out / name).exists()]
     _log(f"fnn train: wrote {', '.join(listed)} in {out}")
+    if args.tensorboard is not None:
+        _log(f"fnn train: TensorBoard event files in {args.tensorboard} "
+             f"(view: tensorboard --logdir {args.tensorboard})")
     if args.json:
         sys.stdout.flush()
         print(json.dumps(report), flush=True)

@@ -19,7 +19,8 @@ the norm of the gradient before any clipping (penalty included).
 
 Modules: ``state`` (TrainState), ``step`` (train_step, masked losses, metrics), ``epoch`` (the
 compiled epoch and the per-step program), ``evaluate``, ``history``, ``callbacks``, ``probe``
-(per-layer activation statistics), ``locate`` (finding the first NaN), ``progress``, ``fit``.
+(per-layer activation statistics), ``locate`` (finding the first NaN), ``progress``, ``fit``,
+``tensorboard`` (TensorBoard event files, written without TensorFlow).
 """
 
 from fnn.train.callbacks import (
@@ -41,11 +42,12 @@ from fnn.train.history import ACTIVATION_FIELDS, FIELDS, STEP_FIELDS, History, t
 from fnn.train.progress import Progress, echo
 from fnn.train.state import TrainState, as_key, init_train_state
 from fnn.train.step import GRAD_MODES, layer_groups, masked, resolve_grad_mode, train_step
+from fnn.train.tensorboard import EventWriter, TensorBoard
 
 __all__ = [
     "TrainState", "init_train_state", "as_key", "train_step", "resolve_grad_mode", "layer_groups", "masked",
     "GRAD_MODES", "epoch_fn", "EpochSums", "Probe", "evaluate", "evaluation_sums", "padded_batches",
     "History", "FIELDS", "STEP_FIELDS", "ACTIVATION_FIELDS", "table_header", "table_row", "fit",
     "Callback", "Run", "FunctionCallback", "NanGuard", "ReduceLROnPlateau", "EarlyStopping", "LearningRateLog",
-    "StepRecorder", "Progress", "Checkpoint", "CHECKPOINT_NAME", "echo",
+    "StepRecorder", "Progress", "Checkpoint", "CHECKPOINT_NAME", "echo", "TensorBoard", "EventWriter",
 ]

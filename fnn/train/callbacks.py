@@ -14,7 +14,8 @@ the epoch, and the controls ``lr_scale`` and ``stop_reason``) at these events:
 
 Callbacks run in the order of their ``order`` attribute (then as given): NanGuard 0,
 StepRecorder 5, LearningRateLog 8, ReduceLROnPlateau 10, EarlyStopping 20, Progress 30, the
-user's 50, Checkpoint 90 (it saves what the others decided). A callback with state that must
+user's 50, TensorBoard 85 (``fnn.train.tensorboard``), Checkpoint 90 (it saves what the others
+decided). A callback with state that must
 survive a resume implements ``checkpoint_state(run) -> (arrays, json)`` and
 ``restore_state(run, arrays, json)``. A plain function ``cb(epoch, ts, record) -> stop?`` is
 accepted too and runs as a user callback.

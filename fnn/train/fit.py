@@ -61,8 +61,9 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data: Data, *, epo
     After each epoch: validation (``evaluate`` on `val_data`), the History row, then the
     callbacks. Features are callbacks (``fnn.train.callbacks``): ``EarlyStopping``,
     ``ReduceLROnPlateau``, ``Checkpoint``, ``Progress``, ``NanGuard``, ``StepRecorder``,
-    ``LearningRateLog``, or a function ``cb(epoch, ts, record) -> stop?``. A ``Progress`` bar
-    and a ``NanGuard`` are added unless the list has its own (``Progress(False)`` silences it).
+    ``LearningRateLog``, ``TensorBoard``, or a function ``cb(epoch, ts, record) -> stop?``. A
+    ``Progress`` bar and a ``NanGuard`` are added unless the list has its own (``Progress(False)``
+    silences it).
 
     Args:
       model: the Layer to train (wrap it with ``fnn.precision.apply_policy`` for mixed precision).
