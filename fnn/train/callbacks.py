@@ -275,7 +275,8 @@ class StepRecorder(Callback):
     ``History.layer_names`` labels them), and the fields of `probe`: by default
     ``fnn.train.probe.activation_probe``, per top-level layer the output's mean and std, dead
     ReLU and saturated sigmoid/tanh fractions (an extra forward pass on recorded steps only;
-    ``History.activation_names``). ``probe=None`` records the gradient statistics alone.
+    ``History.activation_names``); ``probe=None`` is that default. To record the gradient
+    statistics alone, pass ``probe=lambda model: ((), None)`` (no fields, no extra pass).
     A bad epoch's steps are kept up to the first non-finite one. Not stored in checkpoints.
     """
 
