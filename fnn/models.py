@@ -196,7 +196,8 @@ def bn_cnn(num_classes: int = 10, input_shape: ShapeLike = (28, 28, 1), widths: 
 
 def bn_vgg(num_classes: int = 10, input_shape: ShapeLike = (28, 28, 1), hidden: int = 256,
            dropout: float = 0.5) -> Layer:
-    """The strong small model of the ≥ 95% Fashion-MNIST recipe (README): a VGG-style net with BatchNorm.
+    """The strong small model of the Fashion-MNIST recipe aiming at 95% (README; measured: test accuracy
+    0.939 and 0.941 for seeds 0 and 1 after 40 epochs): a VGG-style net with BatchNorm.
 
     ``vgg(stages=((32,), (64, 64), (128, 128)), batch_norm=True)``: one 3x3 conv at full
     resolution (the second one VGG would put there costs the most time on CPU and was dropped
