@@ -20,7 +20,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 # after a failure (see pytest_configure below), so `--hypothesis-seed=N` replays that run.
 _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
                print_blob=True)
-settings.register_profile("ci", max_examples=9, **_common)  # the default run stays under 8 min on 2 cores
+settings.register_profile("ci", max_examples=8, **_common)  # the default run stays under 8 min on 2 cores
 settings.register_profile("dev", max_examples=30, **_common)
 settings.register_profile("thorough", max_examples=300, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))

@@ -46,7 +46,7 @@ def test_serial_refuses_non_layers_and_foreign_params(key):
         model.apply(({},), ({}, {}), jnp.ones((1, 3)))
 
 
-@settings(max_examples=6)  # each example compiles a new Residual (~5 s); the generated networks cover more
+@settings(max_examples=4)  # each example compiles a new Residual (~5 s); the generated networks cover more
 @given(d=dims, hidden=dims, seed=seeds, project=st.booleans())
 def test_residual_dense_backward(d, hidden, seed, project):
     out = d + 1 if project else d
