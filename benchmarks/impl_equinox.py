@@ -154,12 +154,6 @@ class Loop:
         y = jnp.zeros((self.w.batch,), self.y.dtype)
         return jax.jit(pure_step).lower(params, self.opt_state, x, y)
 
-    def flops_per_step(self):
-        cost = self.lowered_step().compile().cost_analysis()
-        if isinstance(cost, (list, tuple)):
-            cost = cost[0] if cost else None
-        return float(cost["flops"]) if cost and "flops" in cost else None
-
     def num_params(self) -> int:
         return sum(int(a.size) for a in jax.tree.leaves(eqx.filter(self.model, eqx.is_array)))
 

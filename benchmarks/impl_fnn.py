@@ -64,13 +64,6 @@ def _device_name() -> str:
     return "cpu" if d.platform == "cpu" else d.device_kind
 
 
-def _flops(lowered) -> float | None:
-    cost = lowered.compile().cost_analysis()
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else None
-    return float(cost["flops"]) if cost and "flops" in cost else None
-
-
 class _Base:
     def __init__(self, impl, workload, data, settings, mode):
         self.impl, self.w, self.settings = impl, workload, settings
@@ -95,9 +88,6 @@ class _Base:
         xb = jnp.zeros((self.w.batch, *self.shape), jnp.float32)
         yb = jnp.zeros((self.w.batch,), jnp.int32)
         return step.lower(self.ts, xb, yb)
-
-    def flops_per_step(self):
-        return _flops(self.lowered_step())
 
     def num_params(self) -> int:
         return sum(int(a.size) for a in jax.tree.leaves(self.ts.params))

@@ -101,9 +101,6 @@ class Loop:
             hits += int((logits.argmax(1) == self.y_test[j:j + 1000]).sum())
         return hits / len(self.x_test)
 
-    def flops_per_step(self):
-        return None
-
     def num_params(self) -> int:
         return sum(p.numel() for p in self.module.parameters())
 

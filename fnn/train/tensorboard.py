@@ -242,6 +242,11 @@ class TensorBoard(Callback):
                 self._last_step = row["step"]
                 yield row
 
+    def _write_new_steps(self, run: Run) -> None:
+        """Write the step records not written yet; the file is opened only if there are any."""
+        for row in self._new_steps(run):
+            self._writer().add_scalars(step_scalars(row, run.history.layer_names), row["step"])
+
     def on_fit_start(self, run: Run) -> None:
         if self.writer is not None:  # a callback reused by another fit starts a new file
             self.writer.close()
@@ -249,18 +254,13 @@ class TensorBoard(Callback):
         self._last_step = 0
 
     def on_epoch_end(self, run: Run) -> None:
+        self._write_new_steps(run)
         writer = self._writer()
-        for row in self._new_steps(run):
-            writer.add_scalars(step_scalars(row, run.history.layer_names), row["step"])
         writer.add_scalars(epoch_scalars(run.record), run.epoch)
         writer.flush()
 
     def on_fit_end(self, run: Run) -> None:
-        rows = list(self._new_steps(run))  # the steps of an epoch that stopped on NaN/Inf
-        if rows:
-            writer = self._writer()
-            for row in rows:
-                writer.add_scalars(step_scalars(row, run.history.layer_names), row["step"])
+        self._write_new_steps(run)  # the steps of an epoch that stopped on NaN/Inf
         if self.writer is not None:
             self.writer.close()
             self.writer = None
