@@ -319,3 +319,54 @@ def plot_lr_find(result: Any, path: str | os.PathLike, *, title: str | None = No
     ax.legend(fontsize=8)
     ax.set_title(title or f"Learning-rate range test: suggested lr {result.suggestion:.2g}")
     return _save(fig, FigureCanvasAgg, path)
+
+
+def plot_runs(runs: Mapping[str, Any], path: str | os.PathLike, *,
+              fields: Sequence[str] = ("val_accuracy", "val_loss"), title: str | None = None) -> Path:
+    """Several runs side by side: one panel per field, one line per run, against the epoch.
+
+    For comparing settings or seeds (``fnn compare`` draws it from run directories). A run that
+    did not record a field is left out of that panel; missing values (None, NaN) are skipped.
+
+    Args:
+      runs: ``{label: history}``, each history a ``fnn.train.History``, its records or a dict of
+        lists with ``epoch`` and the fields.
+      path: the PNG file to write.
+      fields: the per-epoch fields to draw, e.g. ``("val_accuracy", "train_loss", "lr")``; a
+        field named ``lr`` is drawn on a log scale.
+      title: an optional title over the panels.
+
+    Raises:
+      ImportError: matplotlib is not installed.
+      ValueError: no runs, no fields, or a field that no run recorded (the message names it).
+    """
+    Figure, FigureCanvasAgg, MaxNLocator = _matplotlib()
+    if not runs:
+        raise ValueError("plot_runs: no runs given")
+    if not fields:
+        raise ValueError("plot_runs: no fields given")
+    fig = Figure(figsize=(5.2 * len(fields) + 1.6, 4.2), dpi=110, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(fields)))
+    colors = [f"C{i % 10}" for i in range(len(runs))]
+    for ax, field in zip(axes, fields, strict=True):
+        drawn = 0
+        for color, (label, history) in zip(colors, runs.items(), strict=True):
+            pts = [(e, v) for e, v in zip(_series(history, "epoch"), _series(history, field), strict=False)
+                   if e is not None and v is not None and np.isfinite(v)]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, "-", marker="o" if len(xs) < 30 else None, markersize=3, linewidth=1.5,
+                        color=color, label=str(label))
+                drawn += 1
+        if not drawn:
+            raise ValueError(f"plot_runs: no run recorded {field!r} (runs: {', '.join(map(str, runs))})")
+        if field == "lr":
+            ax.set_yscale("log")
+        ax.set_title(field.replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, FigureCanvasAgg, path)

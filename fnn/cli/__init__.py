@@ -4,7 +4,7 @@ Each subcommand is one module of this package with ``register(sub)``, which adds
 and sets ``run``, the function that takes the parsed arguments and returns the exit status.
 ``fnn train`` (``fnn.cli.train``) is the main job; ``fnn evaluate``, ``fnn predict`` and
 ``fnn export`` use the model it saves; ``fnn lr-find`` (``fnn.cli.lr_find``) is the
-learning-rate range test.
+learning-rate range test; ``fnn compare`` puts runs side by side.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fnn.cli import evaluate, export, lr_find, predict, train
+from fnn.cli import compare, evaluate, export, lr_find, predict, train
 from fnn.cli._args import format_confusion
 
-COMMANDS = (train, evaluate, predict, export, lr_find)
+COMMANDS = (train, evaluate, predict, export, lr_find, compare)
 """The subcommand modules, in the order ``fnn --help`` lists them."""
 
 __all__ = ["COMMANDS", "build_parser", "format_confusion", "main"]
