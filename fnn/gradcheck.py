@@ -34,13 +34,20 @@ class GradReport(NamedTuple):
     output_shape: tuple
 
 
-def rel_err(a: Any, b: Any) -> float:
-    """max |a − b| / max(max |b|, 1e-30) over all leaves of two pytrees (b is the reference)."""
+def rel_err(a: Any, b: Any, *, floor: float = 1e-30) -> float:
+    """max |a − b| / max(max |b|, floor) over all leaves of two pytrees (b is the reference)."""
     la = [np.asarray(x, np.float64) for x in jax.tree.leaves(a)]
     lb = [np.asarray(y, np.float64) for y in jax.tree.leaves(b)]
     num = max((float(np.max(np.abs(x - y))) for x, y in zip(la, lb) if y.size), default=0.0)
     den = max((float(np.max(np.abs(y))) for y in lb if y.size), default=0.0)
-    return num / max(den, 1e-30)
+    return num / max(den, floor)
+
+
+#: check_model's floor under the size of the reference gradient, per dtype: a network whose units
+#: are all dead (every ReLU off) has a gradient of round-off only, e.g. the output bias's
+#: Σ(softmax − one-hot) = 3e-17 one way and exactly 0 the other, where a relative error means
+#: nothing. Below the floor the comparison is absolute: |manual − autodiff| <= rtol · floor.
+GRAD_FLOOR = {"float64": 1e-6, "float32": 1e-3}
 
 
 def _check_x64(name: str, dtype: DTypeLike) -> None:
@@ -215,6 +222,10 @@ def check_model(model: Layer, loss: Loss, input_shape: ShapeLike, target: ArrayL
     not the XLA:CPU kernels that training on CPU uses (those are checked against it in
     tests/layers/test_fast_cpu.py).
 
+    The gradients' error is relative to the largest entry of the autodiff gradient, or to
+    ``GRAD_FLOOR`` (1e-6 in float64, 1e-3 in float32) when every entry is smaller: a dead network's
+    gradient is round-off, where only an absolute comparison means something.
+
     Args:
       model: the network (usually a ``serial``).
       loss: its loss.
@@ -248,11 +259,13 @@ def check_model(model: Layer, loss: Loss, input_shape: ShapeLike, target: ArrayL
     with _fast_cpu.textbook():  # the hand derivations themselves, not the XLA:CPU kernels
         ((lm, sm), gm), ((la, sa), ga), fd_pair = compute(params)
     _check_structure(f"{model.name} grads", gm, ga)
-    err = max(rel_err(gm, ga), rel_err(lm, la), rel_err(sm, sa))
+    floor = GRAD_FLOOR["float64" if jnp.dtype(dtype) == jnp.float64 else "float32"]
+    grad_err = rel_err(gm, ga, floor=floor)
+    err = max(grad_err, rel_err(lm, la), rel_err(sm, sa))
     tol = rtol if rtol is not None else (1e-9 if dtype == jnp.float64 else 1e-4)
     if not err <= tol:
         raise GradCheckError(f"{model.name}: manual gradient differs from autodiff: relative error "
-                             f"{err:.3e} > {tol:.1e} (grads {rel_err(gm, ga):.3e}, loss {rel_err(lm, la):.3e})")
+                             f"{err:.3e} > {tol:.1e} (grads {grad_err:.3e}, loss {rel_err(lm, la):.3e})")
     fd_err = 0.0
     if run_fd:
         fd_err = _fd_rel_err(*fd_pair)

@@ -301,3 +301,46 @@ def test_float64_without_64_bit_jax_is_a_clear_error_not_a_false_failure():
                 check()
         report = check_layer(Dense(2), (3,), key=jax.random.key(0), dtype=jnp.float32)
         assert report is not None
+
+
+# ----------------------------------------------------------------------------------------
+# A dead network: the gradient is round-off, compared absolutely below GRAD_FLOOR
+
+
+def _dead_relu_model(relu_backward: str) -> tuple:
+    """Dense(1) - Relu - Maxout(1, 2) - Relu - Dense(3) whose Relus are off for every example and
+    whose labels are one of each class (seed 1, a failure drawn by tests/test_backprop.py's
+    property): the logits are all equal, the manual chain gives the output bias
+    Σ(softmax − one-hot) = 3e-17, autodiff exactly 0. With relu_backward "leaky" the hand-built
+    Relus pass dy through where they are off: a real bug, which gives the first Dense O(0.1)
+    gradients."""
+    from fnn.layers import Maxout, Relu
+
+    base = Relu()
+
+    def backward(params, state, x, dy, *, key=None, train=False):
+        return {}, jnp.where(x > 0, dy, 0.0) if relu_backward == "correct" else dy
+
+    def relu():
+        return Layer(f"Relu[{relu_backward}]", base.init, base.apply, backward)
+
+    model = serial(Dense(1), relu(), Maxout(1, 2), relu(), Dense(3))
+    return model, jnp.array([2, 0, 1]), jax.random.key(1)
+
+
+def test_check_model_compares_a_dead_networks_round_off_absolutely():
+    model, labels, key = _dead_relu_model("correct")
+    report = check_model(model, losses.softmax_cross_entropy, (1,), labels, key=key, rtol=1e-10, fd=False)
+    assert report.vjp_rel_err <= 1e-10
+    # The case is the one meant: autodiff's gradient is all zero, the manual one is not.
+    _, p, s = model.init(jax.random.split(key, 4)[0], (1,))
+    p = jax.tree.map(lambda a: a.astype(jnp.float64), p)
+    x = jax.random.normal(jax.random.split(key, 4)[1], (3, 1), jnp.float64)
+    ga = value_and_grad(model, losses.softmax_cross_entropy, grad_mode="autodiff")(p, s, x, labels)[1]
+    assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(ga)) == 0.0
+
+
+def test_check_model_still_catches_a_wrong_backward_in_a_dead_network():
+    model, labels, key = _dead_relu_model("leaky")
+    with pytest.raises(GradCheckError, match=re.escape(f"serial: {AUTO_MSG}")):
+        check_model(model, losses.softmax_cross_entropy, (1,), labels, key=key, rtol=1e-10, fd=False)
