@@ -24,6 +24,8 @@ from fnn.cli._losses import DEFAULT, with_output
 
 MODEL_FILE = "model.fnn"
 CHECKPOINT_FILE = "checkpoint.fnn"
+HISTORY_FILE = "history.jsonl"
+RESULTS_FILE = "results.json"
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int):

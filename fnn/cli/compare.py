@@ -15,14 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fnn.cli._args import _Exit, _log
-from fnn.cli._trained import CHECKPOINT_FILE
+from fnn.cli._trained import CHECKPOINT_FILE, HISTORY_FILE, RESULTS_FILE
 
 if TYPE_CHECKING:
     from fnn.train import History
 
 PROG = "fnn compare"
-HISTORY_FILE = "history.jsonl"
-RESULTS_FILE = "results.json"
 
 
 def register(sub: argparse._SubParsersAction) -> None:

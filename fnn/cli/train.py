@@ -33,7 +33,7 @@ from fnn.cli._args import (
 )
 from fnn.cli._losses import DEFAULT, LOSSES, loss_fn, targets, with_output
 from fnn.cli._recipe import add_recipe_arguments, augmented, learning_rate
-from fnn.cli._trained import MODEL_FILE, build_model, load_data, run_metadata
+from fnn.cli._trained import HISTORY_FILE, MODEL_FILE, RESULTS_FILE, build_model, load_data, run_metadata
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -124,8 +124,8 @@ def _callbacks(args, out: Path, metadata: dict, learning_rate) -> list:
 
 def _write_outputs(args, out: Path, ds, history, result) -> list[str]:
     """history.jsonl (steps.jsonl) and the plots; returns the names of the files written."""
-    history.save_jsonl(out / "history.jsonl")
-    written = ["history.jsonl"]
+    history.save_jsonl(out / HISTORY_FILE)
+    written = [HISTORY_FILE]
     if history.steps:
         history.save_steps_jsonl(out / "steps.jsonl")
         written.append("steps.jsonl")
@@ -213,8 +213,8 @@ def run(args: argparse.Namespace) -> int:
                 metadata={**metadata, "test_accuracy": result["accuracy"], "test_loss": result["loss"]})
     written = [MODEL_FILE] + _write_outputs(args, out, ds, history, result)
     report = _report(args, out, ds, history, result, wall0)
-    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-    written.append("results.json")
+    (out / RESULTS_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    written.append(RESULTS_FILE)
     write_report(out / "report.html", history, {**report, "confusion": result["confusion"]}, summary=model_summary,
                  settings={k: str(v) for k, v in vars(args).items() if k not in ("run", "command")},
                  class_names=CLASS_NAMES[ds.name], title=f"fnn train: {args.model} on {ds.name}")
