@@ -203,6 +203,42 @@ def _cross_entropy_backward(probs: Array, labels: ArrayLike) -> Array:
 cross_entropy = Loss("cross_entropy", _cross_entropy_value, _cross_entropy_backward)
 
 
+def label_smoothing(loss: Loss, smoothing: float) -> Loss:
+    """`loss` (``softmax_cross_entropy`` or ``cross_entropy``) against smoothed targets.
+
+    Each target row t (one-hot from an integer label, or given as probabilities) becomes
+    ``(1 − ε)·t + ε·Σt/M`` for M classes: ε of its mass spread evenly over all classes, as
+    ``torch.nn.functional.cross_entropy(label_smoothing=ε)`` and Keras's ``label_smoothing`` do
+    for one-hot rows. (A zero row, an out-of-range label under ``jit``, stays zero.) The backward
+    is the wrapped loss's, evaluated at the smoothed targets.
+
+    Args:
+      loss: ``losses.softmax_cross_entropy`` (pred: (N, M) logits) or ``losses.cross_entropy``
+        (pred: (N, M) probabilities).
+      smoothing: ε in [0, 1); 0 is `loss` itself. 0.1 is the usual choice.
+
+    Returns: a ``Loss`` taking (pred (N, M), labels (N,) or targets (N, M)), named e.g.
+    ``softmax_cross_entropy(label_smoothing=0.1)``.
+    """
+    if loss not in (softmax_cross_entropy, cross_entropy):
+        name = getattr(loss, "name", type(loss).__name__)
+        raise ValueError(f"label_smoothing: loss must be losses.softmax_cross_entropy or losses.cross_entropy, "
+                         f"got {name}")
+    eps = check_range("label_smoothing", "smoothing", smoothing, 0.0, 1.0)
+
+    def smoothed(pred, labels):
+        t = _targets(loss.name, pred, labels)
+        return (1.0 - eps) * t + (eps / np.shape(pred)[-1]) * t.sum(-1, keepdims=True)
+
+    def value(pred, labels):
+        return loss.value(pred, smoothed(pred, labels))
+
+    def backward(pred, labels):
+        return loss.backward(pred, smoothed(pred, labels))
+
+    return Loss(f"{loss.name}(label_smoothing={eps:g})", value, backward)
+
+
 # ----------------------------------------------------------------------------------------
 # Metric learning
 

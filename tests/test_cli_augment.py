@@ -80,3 +80,40 @@ def test_bad_augment_and_schedule_arguments(tmp_path, capsys, extra, message):
                  "--out", str(tmp_path), "--no-progress", "--no-download", *extra])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_label_smoothing_makes_the_trained_model_less_confident(tmp_path, capsys):
+    """Same seed and data, --label-smoothing 0 vs 0.3: the smoothed model's mean top probability on
+    the training images is lower (its targets put at most 0.73 on the true class), and the run's
+    settings name the smoothed loss."""
+    from fnn.cli._trained import load_trained
+    from fnn.data import load_sample
+
+    confidence = {}
+    for eps in ("0", "0.3"):
+        out = tmp_path / f"ls{eps}"
+        code = main(["train", "--model", "mlp", "--epochs", "4", "--limit", "512", "--batch-size", "64", "--json",
+                     "--val-fraction", "0", "--out", str(out), "--no-progress", "--no-download", "--lr", "3e-3",
+                     "--label-smoothing", eps])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        assert json.loads(captured.out.strip().splitlines()[-1])["label_smoothing"] == float(eps)
+        assert ("softmax_cross_entropy(label_smoothing=0.3)" in captured.err) == (eps == "0.3")
+        trained = load_trained("test", out)
+        x = trained.scaler.apply(load_sample().train[0][:512].astype(np.float32))
+        logits, _ = trained.model.apply(trained.params, trained.state, x)
+        confidence[eps] = float(jnp.mean(jnp.max(jax.nn.softmax(logits), axis=-1)))
+    assert confidence["0.3"] < confidence["0"] - 0.05, confidence
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--label-smoothing", "0.1", "--loss", "mse"], "fnn train: error: --label-smoothing needs --loss "
+                                                    "softmax_cross_entropy or cross_entropy, not mse"),
+    (["--label-smoothing", "1"], "fnn train: error: --label-smoothing: label_smoothing: smoothing must be in "
+                                 "[0.0, 1.0), got 1.0"),
+])
+def test_bad_label_smoothing(tmp_path, capsys, extra, message):
+    code = main(["train", "--model", "mlp", "--limit", "512", "--batch-size", "64", "--val-fraction", "0",
+                 "--out", str(tmp_path), "--no-progress", "--no-download", *extra])
+    assert code == 2
+    assert message in capsys.readouterr().err

@@ -151,3 +151,60 @@ def test_triplet_errors():
         losses.triplet_margin().value((jnp.zeros((2, 3)), jnp.zeros((2, 4)), jnp.zeros((2, 3))), None)
     with pytest.raises(ValueError, match=r"triplet_margin: p must be in \[1.0"):
         losses.triplet_margin(p=0.5)
+
+
+@settings(max_examples=10)
+@given(n=batch, m=st.integers(2, 6), seed=seeds, eps=st.sampled_from([0.0, 0.05, 0.1, 0.5, 0.9]),
+       which=st.sampled_from(CATEGORICAL), onehot=st.booleans())
+def test_label_smoothing_backward_matches_grad_and_fd(n, m, seed, eps, which, onehot):
+    pred, labels = _pred_target(which, n, m, jax.random.key(seed), jnp.float64)
+    target = jax.nn.one_hot(labels, m, dtype=jnp.float64) if onehot else labels
+    loss = losses.label_smoothing(getattr(losses, which), eps)
+    report = check_loss(loss, pred, target, key=jax.random.key(seed), rtol=1e-9)
+    assert report.vjp_rel_err <= 1e-9
+
+
+def test_label_smoothing_matches_torch_and_optax():
+    torch = pytest.importorskip("torch")
+    optax = pytest.importorskip("optax")
+    rng = np.random.default_rng(1)
+    z, labels = rng.normal(size=(7, 5)), rng.integers(0, 5, size=7)
+    for eps in (0.0, 0.1, 0.3):
+        loss = losses.label_smoothing(losses.softmax_cross_entropy, eps)
+        zt = torch.tensor(z, requires_grad=True)
+        value = torch.nn.functional.cross_entropy(zt, torch.from_numpy(labels), label_smoothing=eps)
+        value.backward()
+        ref = value.detach()
+        np.testing.assert_allclose(float(loss.value(jnp.asarray(z), jnp.asarray(labels))), float(ref), rtol=1e-12)
+        np.testing.assert_allclose(loss.backward(jnp.asarray(z), jnp.asarray(labels)), zt.grad.numpy(), rtol=1e-10,
+                                   atol=1e-15)
+        smooth = optax.smooth_labels(jax.nn.one_hot(labels, 5, dtype=jnp.float64), eps)
+        ref_optax = optax.softmax_cross_entropy(jnp.asarray(z), smooth).mean()
+        np.testing.assert_allclose(float(loss.value(jnp.asarray(z), jnp.asarray(labels))), float(ref_optax),
+                                   rtol=1e-12)
+        probs = losses.label_smoothing(losses.cross_entropy, eps).value(jax.nn.softmax(jnp.asarray(z)),
+                                                                          jnp.asarray(labels))
+        np.testing.assert_allclose(float(probs), float(ref), rtol=1e-10)
+    assert loss.name == "softmax_cross_entropy(label_smoothing=0.3)"
+
+
+def test_label_smoothing_zero_is_the_loss_and_zero_rows_stay_zero():
+    z = jnp.asarray(np.random.default_rng(2).normal(size=(4, 3)))
+    y = jnp.array([0, 2, 1, 1])
+    plain, none = losses.softmax_cross_entropy, losses.label_smoothing(losses.softmax_cross_entropy, 0.0)
+    assert float(none.value(z, y)) == float(plain.value(z, y))
+    np.testing.assert_array_equal(none.backward(z, y), plain.backward(z, y))
+    # under jit an out-of-range label is a zero row, which smoothing keeps at zero: the example adds nothing
+    smoothed = losses.label_smoothing(losses.softmax_cross_entropy, 0.2)
+    both = jax.jit(smoothed.value)(z[:2], jnp.array([0, 9]))
+    np.testing.assert_allclose(float(both), float(smoothed.value(z[:1], y[:1])) / 2, rtol=1e-12)
+
+
+def test_label_smoothing_errors():
+    with pytest.raises(ValueError, match=r"label_smoothing: loss must be losses.softmax_cross_entropy or "
+                                         r"losses.cross_entropy, got mse"):
+        losses.label_smoothing(losses.mse, 0.1)
+    with pytest.raises(ValueError, match=r"label_smoothing: smoothing must be in \[0.0, 1.0\), got 1.0"):
+        losses.label_smoothing(losses.softmax_cross_entropy, 1.0)
+    with pytest.raises(ValueError, match=r"softmax_cross_entropy: integer labels must have shape"):
+        losses.label_smoothing(losses.softmax_cross_entropy, 0.1).value(jnp.zeros((3, 4)), jnp.array([0, 1]))

@@ -1,5 +1,5 @@
-"""``fnn train``'s recipe options: the learning-rate schedule (--schedule, --warmup-epochs) and
-on-device augmentation (--augment, --crop-padding)."""
+"""``fnn train``'s recipe options: the learning-rate schedule (--schedule, --warmup-epochs),
+on-device augmentation (--augment, --crop-padding) and --label-smoothing."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import argparse
 from typing import Any
 
 from fnn.cli._args import _Exit, _nonnegative_float, _positive_int
-from fnn.core import Layer
+from fnn.cli._losses import loss_fn
+from fnn.core import Layer, Loss
 
 
 def add_recipe_arguments(t: argparse.ArgumentParser) -> None:
@@ -25,6 +26,26 @@ def add_recipe_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--warmup-epochs", type=_nonnegative_float, default=0.0, metavar="N",
                    help="linear warmup from 0 over the first N epochs (onecycle: its rising phase, "
                         "default 30%% of the steps) (default: %(default)s)")
+    t.add_argument("--label-smoothing", type=_nonnegative_float, default=0.0, metavar="EPS",
+                   help="train softmax_cross_entropy or cross_entropy against targets (1 - EPS) one-hot + "
+                        "EPS/classes (fnn.losses.label_smoothing); the train and validation losses are the "
+                        "smoothed loss, the test loss the plain one, as fnn evaluate reports it "
+                        "(default: %(default)s)")
+
+
+def training_loss(args: argparse.Namespace) -> Loss:
+    """The loss of --loss, with --label-smoothing when it is above 0."""
+    from fnn import losses
+    loss = loss_fn(args.loss)
+    if not args.label_smoothing:
+        return loss
+    if args.loss not in ("softmax_cross_entropy", "cross_entropy"):
+        raise _Exit(2, f"fnn train: error: --label-smoothing needs --loss softmax_cross_entropy or "
+                       f"cross_entropy, not {args.loss}")
+    try:
+        return losses.label_smoothing(loss, args.label_smoothing)
+    except ValueError as e:
+        raise _Exit(2, f"fnn train: error: --label-smoothing: {e}") from None
 
 
 def learning_rate(args: argparse.Namespace, steps_per_epoch: int) -> Any:
