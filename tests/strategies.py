@@ -249,7 +249,8 @@ class NetCase:
 
 # loss head -> (final layers' constructor names, target kind)
 LOSS_HEADS = ["softmax_cross_entropy/int", "softmax_cross_entropy/prob", "cross_entropy/int", "cross_entropy/prob",
-              "mse", "mae", "binary_cross_entropy", "sigmoid_binary_cross_entropy"]
+              "mse", "mae", "binary_cross_entropy", "sigmoid_binary_cross_entropy",
+              "softmax_cross_entropy+ls/int", "cross_entropy+ls/prob"]  # +ls: losses.label_smoothing
 
 
 @st.composite
@@ -304,7 +305,10 @@ def random_networks(draw, *, train=True, need_bn=False):
     flat = [i for i, b in enumerate(blocks) if b.desc == "Flatten"]
     if need_bn and flat and draw(st.integers(0, 3)) == 0:  # BatchNorm on vectors, too
         blocks.insert(flat[0] + 1, draw(batchnorm_blocks(blocks[flat[0]].out_shape)))
-    loss = getattr(losses, head.split("/")[0])
+    name, smoothed, _ = head.split("/")[0].partition("+ls")
+    loss = getattr(losses, name)
+    if smoothed:
+        loss = losses.label_smoothing(loss, draw(st.sampled_from([0.1, 0.4])))
     model = serial(*(b.layer for b in blocks))
     return NetCase(blocks, model, loss, shape, batch, head, draw(seeds), train, draw(st.integers(0, 3)) == 3,
                    {"out_shape": out_shape})
