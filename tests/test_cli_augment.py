@@ -74,8 +74,12 @@ def test_train_with_augmentation_and_one_cycle(tmp_path, capsys):
                                                 "than the 16 steps of --epochs 2"),
     (["--crop-padding", "28", "--augment", "crop"], "--augment: RandomCrop(28, constant): padding 28 must be "
                                                     "smaller than the image"),
+    (["--label-smoothing", "0.1", "--loss", "mse"], "fnn train: error: --label-smoothing needs --loss "
+                                                    "softmax_cross_entropy or cross_entropy, not mse"),
+    (["--label-smoothing", "1"], "fnn train: error: --label-smoothing: label_smoothing: smoothing must be in "
+                                 "[0.0, 1.0), got 1.0"),
 ])
-def test_bad_augment_and_schedule_arguments(tmp_path, capsys, extra, message):
+def test_bad_recipe_arguments(tmp_path, capsys, extra, message):
     code = main(["train", "--model", "mlp", "--limit", "512", "--batch-size", "64", "--val-fraction", "0",
                  "--out", str(tmp_path), "--no-progress", "--no-download", *extra])
     assert code == 2
@@ -104,16 +108,3 @@ def test_label_smoothing_makes_the_trained_model_less_confident(tmp_path, capsys
         logits, _ = trained.model.apply(trained.params, trained.state, x)
         confidence[eps] = float(jnp.mean(jnp.max(jax.nn.softmax(logits), axis=-1)))
     assert confidence["0.3"] < confidence["0"] - 0.05, confidence
-
-
-@pytest.mark.parametrize("extra,message", [
-    (["--label-smoothing", "0.1", "--loss", "mse"], "fnn train: error: --label-smoothing needs --loss "
-                                                    "softmax_cross_entropy or cross_entropy, not mse"),
-    (["--label-smoothing", "1"], "fnn train: error: --label-smoothing: label_smoothing: smoothing must be in "
-                                 "[0.0, 1.0), got 1.0"),
-])
-def test_bad_label_smoothing(tmp_path, capsys, extra, message):
-    code = main(["train", "--model", "mlp", "--limit", "512", "--batch-size", "64", "--val-fraction", "0",
-                 "--out", str(tmp_path), "--no-progress", "--no-download", *extra])
-    assert code == 2
-    assert message in capsys.readouterr().err
