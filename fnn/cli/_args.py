@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODELS = ("simple_cnn", "lenet5", "alexnet", "vgg", "resnet", "bn_cnn", "bn_vgg", "mlp")
+MODELS = ("simple_cnn", "lenet5", "alexnet", "vgg", "resnet", "bn_cnn", "bn_vgg", "bn_vgg_wide", "mlp")
 DATASETS = ("fashion-mnist", "mnist")
 OPTIMIZERS = ("adam", "sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adamw", "rprop")
 GRAD_MODES = ("auto", "autodiff", "manual", "custom_vjp")
