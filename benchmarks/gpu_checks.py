@@ -21,8 +21,12 @@ that raises is recorded with ``"error"`` and the run goes on. Checks, in order:
   compound over hundreds of steps).
 - ``precision``: one ``fit`` epoch of ``simple_cnn`` in float32 and in bfloat16
   (``fnn.precision.apply_policy``): seconds, test accuracy (> 0.75 on full data).
-- ``mesh``: ``fit(mesh=fnn.parallel.data_mesh(1))`` against plain ``fit``, same key: equal
-  parameters (rel. error <= 1e-6; bitwise equality reported).
+- ``mesh``: ``fit(mesh=fnn.parallel.data_mesh(1))`` against plain ``fit``, same key: parameters
+  after 4 steps at the highest matmul precision within 1e-5, and one epoch's mean training loss
+  within 2e-2. After the whole epoch the parameters' relative difference is reported next to
+  that of plain ``fit`` run twice: on the H200 (2026-12-04) one epoch of ``mesh`` against plain
+  differed by 4e-2, the size of the gradient modes' differences after an epoch (8e-2 to 0.15),
+  rounding compounded over 468 steps, so the epoch is not judged bit for bit.
 - ``vmap_search``: 16 learning rates of ``simple_cnn`` for one epoch: ``vmap_search`` vectorized
   (one vmapped program) against ``vectorize=False`` (the same program without vmap, run for one
   config after another: 16 sequential runs that compile once); the goal is >= 4x in training
@@ -135,15 +139,33 @@ def check_precision(data, quick):
     return {"rows": rows, "min_acc": floor, "ok": all(r["test_acc"] > floor for r in rows.values())}
 
 
+def _params_equal(a, b) -> tuple[float, bool]:
+    bitwise = all(np.array_equal(np.asarray(u), np.asarray(v)) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return rel_err(a, b), bitwise
+
+
 def check_mesh(data, quick):
+    """fit(mesh=data_mesh(1)) against plain fit: 4 steps at the highest matmul precision (the sharp
+    test: a wrong split or a wrong gradient average shows there), and a whole epoch, next to
+    plain fit run twice (what rounding alone does over hundreds of steps on this device)."""
+    short = (data.x_train[:512], data.y_train[:512])
+    with jax.default_matmul_precision("highest"):
+        p4, _ = _fit(models.simple_cnn(), short, key=3)
+        m4, _ = _fit(models.simple_cnn(), short, key=3, mesh=parallel.data_mesh(1))
+    err4, bitwise4 = _params_equal(m4.params, p4.params)
     train = (data.x_train, data.y_train)
-    plain, _ = _fit(models.simple_cnn(), train, key=3)
-    meshed, _ = _fit(models.simple_cnn(), train, key=3, mesh=parallel.data_mesh(1))
-    err = rel_err(meshed.params, plain.params)
-    bitwise = all(np.array_equal(np.asarray(a), np.asarray(b))
-                  for a, b in zip(jax.tree.leaves(meshed.params), jax.tree.leaves(plain.params)))
-    print(f"  fit(mesh=data_mesh(1)) vs fit: rel err {err:.2e}, bitwise {bitwise}", flush=True)
-    return {"rel_err": err, "bitwise": bitwise, "tol": 1e-6, "ok": err <= 1e-6}
+    plain, h_plain = _fit(models.simple_cnn(), train, key=3)
+    again, _ = _fit(models.simple_cnn(), train, key=3)
+    meshed, h_mesh = _fit(models.simple_cnn(), train, key=3, mesh=parallel.data_mesh(1))
+    err, bitwise = _params_equal(meshed.params, plain.params)
+    base, base_bitwise = _params_equal(again.params, plain.params)
+    loss_err = abs(h_mesh.train_loss[0] - h_plain.train_loss[0]) / abs(h_plain.train_loss[0])
+    print(f"  fit(mesh=data_mesh(1)) vs fit: 4 steps rel err {err4:.2e} (bitwise {bitwise4}); one epoch "
+          f"rel err {err:.2e} (bitwise {bitwise}), loss rel err {loss_err:.1e}; plain fit twice: "
+          f"rel err {base:.2e} (bitwise {base_bitwise})", flush=True)
+    return {"steps4_rel_err": err4, "steps4_bitwise": bitwise4, "rel_err": err, "bitwise": bitwise,
+            "loss_rel_err": loss_err, "rerun_rel_err": base, "rerun_bitwise": base_bitwise,
+            "tol": 1e-5, "loss_tol": LOOSE, "ok": err4 <= 1e-5 and loss_err <= LOOSE}
 
 
 def check_vmap_search(data, quick):

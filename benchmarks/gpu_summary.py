@@ -35,6 +35,19 @@ def row(bench: list[dict], impl: str, workload: str, precision: str = "float32")
     return None
 
 
+REFS = ("stax", "equinox", "flax-nnx", "torch-eager", "torch-compile")
+EXPECTED = ([("cnn", i, "float32") for i in ("fnn-fused", "fnn-step", "fnn-manual-fused", "fnn-autodiff-fused") + REFS]
+            + [("wide", i, p) for p in ("float32", "bfloat16") for i in ("fnn-fused", "fnn-step") + REFS]
+            + [("mlp", i, "float32") for i in ("fnn-fused", "fnn-step", "fnn-manual-fused") + REFS])
+"""(workload, impl, precision) of every row a full gpu_run.sh run measures."""
+
+
+def missing_rows(bench: list[dict]) -> list[str]:
+    """The rows of EXPECTED that no record holds (a stage cut short by its time limit, say)."""
+    have = {(r.get("workload"), r.get("impl"), r.get("precision", "float32")) for r in bench}
+    return [f"{i} on {w} ({p})" for w, i, p in EXPECTED if (w, i, p) not in have]
+
+
 def verdict(ok: bool | None) -> str:
     return "NOT MEASURED" if ok is None else "MET" if ok else "MISSED"
 
@@ -100,7 +113,8 @@ def main(argv=None) -> int:
         result = "error" if "error" in c else verdict(c.get("ok")) if c.get("ok") is not None else "measured"
         result = {"MET": "ok", "MISSED": "FAILED"}.get(result, result)
         figs = c.get("error") or ", ".join(f"{k} {c[k]:.3g}" if isinstance(c[k], float) else f"{k} {c[k]}"
-                                           for k in ("rel_err", "bitwise", "speedup", "epoch_s") if k in c)
+                                           for k in ("steps4_rel_err", "rel_err", "bitwise", "loss_rel_err",
+                                                     "rerun_rel_err", "speedup", "epoch_s") if k in c)
         if name == "grads" and "rows" in c:
             worst = {p: max(r["grad_rel_err"] for r in c["rows"] if r["precision"] == p)
                      for p in ("highest", "default")}
@@ -110,6 +124,9 @@ def main(argv=None) -> int:
     failed_rows = [r for r in bench if "error" in r]
     print(f"\n{len(bench)} benchmark rows, {len(failed_rows)} failed"
           + "".join(f"\n- failed: {r['impl']} on {r['workload']}: {r['error'][:120]}" for r in failed_rows))
+    if not quick:
+        missing = missing_rows(bench)
+        print(f"\n{len(missing)} rows not measured" + "".join(f"\n- {m}" for m in missing))
     print("\n| goal | figure | verdict |\n|---|---|---|")
     for goal, fig, v in goals(bench, checks):
         print(f"| {goal} | {fig} | {v} |")

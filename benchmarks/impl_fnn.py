@@ -3,9 +3,9 @@
 - ``fnn-autodiff-step``: ``fnn.train.train_step(grad_mode="autodiff")``, jitted with the
   TrainState donated, called from a Python loop over device batches (as the references are).
 - ``fnn-step``: the same with ``grad_mode="auto"`` (what ``fit(fused=False)`` runs: the layers'
-  own backward through ``custom_vjp`` on XLA:CPU, autodiff elsewhere).
+  own backward through ``custom_vjp`` on CPU and GPU, autodiff elsewhere).
 - ``fnn-fused``: ``fnn.train.fit(fused=True, grad_mode="auto")``, one compiled ``lax.scan`` per
-  epoch; "auto" is "custom_vjp" on XLA:CPU and "autodiff" elsewhere.
+  epoch; "auto" is "custom_vjp" on CPU and GPU and "autodiff" elsewhere.
 - ``fnn-manual-fused``, ``fnn-custom_vjp-fused``, ``fnn-autodiff-fused``: the same with that
   gradient mode.
 

@@ -17,8 +17,9 @@ per epoch, remainder dropped (468 batches of 128). Figures per pair:
 - ``step_ms``: the median of synchronized steady-state steps (50 after 5 warm-up steps;
   ``--quick``: 20 after 3). Fused variants cannot stop between steps: their step time is the
   median time of a 50-step fused epoch on the 6,400-image subset, divided by 50.
-- ``imgs_per_s``: batch / step time. ``tflops``: for the JAX variants, the flops of one
-  compiled training step (XLA's cost analysis) divided by the step time.
+- ``imgs_per_s``: batch / step time. ``tflops``: ``model_flops`` (the nominal flops of one
+  training step, the same count for every implementation) divided by the step time;
+  ``xla_flops_per_step``: XLA's cost analysis of the compiled step (JAX variants only).
 - ``epoch_s``: one epoch in the framework's usual loop (a Python loop over jitted or eager
   steps for the references and ``fnn-autodiff-step``/``fnn-step``, ``fnn.train.fit(fused=True)`` for the fused
   variants), after the step timing.
@@ -90,6 +91,33 @@ WORKLOADS = {
                      "Conv128-Conv128-MaxPool2-Conv256-Conv256-MaxPool2-Dense512-Dense10 (3x3 SAME, ReLU), "
                      "Adam 1e-3"),
 }
+
+# The layers with multiply-adds, per workload, for the nominal flop count (model_flops):
+# ("conv", positions, in channels, out channels, kernel taps) or ("dense", in, out).
+FLOP_LAYERS = {
+    "cnn": (("conv", 28 * 28, 1, 32, 9), ("conv", 14 * 14, 32, 64, 9), ("dense", 3136, 128), ("dense", 128, 10)),
+    "mlp": (("dense", 784, 256), ("dense", 256, 256), ("dense", 256, 10)),
+    "wide": (("conv", 28 * 28, 1, 128, 9), ("conv", 28 * 28, 128, 128, 9), ("conv", 14 * 14, 128, 256, 9),
+             ("conv", 14 * 14, 256, 256, 9), ("dense", 7 * 7 * 256, 512), ("dense", 512, 10)),
+}
+
+
+def model_flops(workload: str, batch: int) -> float:
+    """Nominal flops of one training step: the same count for every implementation, PyTorch included.
+
+    2 x the multiply-adds of the convolutions and dense layers, three times over: the forward
+    pass, the weight gradient and the input gradient (all layers but the first, whose input
+    needs none). Zero padding is counted as if it were data, as PyTorch's and fvcore's flop
+    counters do (XLA's cost analysis skips it: about 5% less for 3x3 SAME convolutions at
+    14x14-28x28). Biases, activations, pooling, the loss and the optimizer are left out.
+    """
+    macs, first = [], True
+    for layer in FLOP_LAYERS[workload]:
+        m = layer[1] * layer[2] * layer[3] * layer[4] if layer[0] == "conv" else layer[1] * layer[2]
+        macs.append(m * (2 if first else 3))
+        first = False
+    return 2.0 * batch * sum(macs)
+
 
 # impl name -> module. Reference implementations are the ones not starting with "fnn".
 IMPLS = {
@@ -192,7 +220,12 @@ def measure_steps(loop, steps: int, settings: Settings) -> dict:
 
 
 def step_flops(lowered) -> float | None:
-    """XLA's flop count of one lowered training step (the JAX loops' ``lowered_step()``; PyTorch has none)."""
+    """XLA's flop count of one lowered training step (the JAX loops' ``lowered_step()``; PyTorch has none).
+
+    Reported as ``xla_flops_per_step``, not used for ``tflops``: on a GPU the convolutions are
+    cuDNN calls, which XLA's cost analysis counts as zero flops (the H200 run of 2026-12-04
+    counted 0.4 of simple_cnn's 3.2 GFLOP per step).
+    """
     cost = lowered.compile().cost_analysis()
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else None
@@ -216,7 +249,8 @@ def measure(impl: str, workload: Workload, data: Data, settings: Settings) -> di
     else:
         figures = measure_steps(loop, steps, settings)
     test_acc = float(loop.test_accuracy())
-    flops = step_flops(loop.lowered_step()) if hasattr(loop, "lowered_step") else None
+    xla_flops = step_flops(loop.lowered_step()) if hasattr(loop, "lowered_step") else None
+    flops = model_flops(workload.name, workload.batch)
     step_ms = figures["step_ms"]
     record = {
         "impl": impl,
@@ -228,8 +262,9 @@ def measure(impl: str, workload: Workload, data: Data, settings: Settings) -> di
         "imgs_per_s": workload.batch / (step_ms / 1e3),
         "epoch_s": figures["epoch_s"],
         "test_acc": test_acc,
-        "tflops": None if flops is None else flops / (step_ms / 1e3) / 1e12,
+        "tflops": flops / (step_ms / 1e3) / 1e12,
         "flops_per_step": flops,
+        "xla_flops_per_step": xla_flops,
         "num_params": loop.num_params(),
         "batch": workload.batch,
         "steps_per_epoch": steps,

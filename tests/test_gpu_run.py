@@ -40,6 +40,15 @@ def test_epoch_goals_compare_with_their_limits():
     assert v["mlp: fnn-fused epoch <= 0.02 s"] == "NOT MEASURED"
 
 
+def test_missing_rows_name_what_a_cut_stage_left_out():
+    full = [rec(i, w, 1.0, p) for w, i, p in summary.EXPECTED]
+    assert summary.missing_rows(full) == []
+    assert len(summary.EXPECTED) == 9 + 14 + 8   # cnn, wide in two precisions, mlp
+    cut = [r for r in full if not (r["workload"] == "wide" and r["precision"] == "bfloat16"
+                                   and r["impl"] in ("equinox", "flax-nnx"))]
+    assert summary.missing_rows(cut) == ["equinox on wide (bfloat16)", "flax-nnx on wide (bfloat16)"]
+
+
 def test_a_failed_row_is_not_measured():
     v = verdicts([{"impl": "fnn-fused", "workload": "cnn", "error": "boom"}])
     assert v["cnn: fnn-fused epoch <= 0.1 s"] == "NOT MEASURED"

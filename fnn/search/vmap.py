@@ -152,7 +152,7 @@ def vmap_search(model: Layer, loss: Loss, make_optimizer: Callable[[dict], Optim
       val_data: optional ``(x, y)``, evaluated for all configs after each epoch.
       metric: "val_loss" (default with val_data), "val_accuracy" or "train_loss" (default
         without), from the last epoch.
-      grad_mode: as for ``fit`` ("auto": custom_vjp on CPU, autodiff elsewhere).
+      grad_mode: as for ``fit`` ("auto": custom_vjp on CPU and GPU, autodiff elsewhere).
       vectorize: True: one vmapped program for all configs. False: the same program
         without vmap, run for one config after another (less memory). None (default):
         True on GPU/TPU, False on XLA:CPU, where the vmapped program was measured slower

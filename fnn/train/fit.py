@@ -78,7 +78,7 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data: Data, *, epo
       val_data: optional ``(x, y)`` evaluated after each epoch.
       callbacks: see above; copy arrays you keep (``np.asarray``): the next epoch donates buffers.
       fused: one compiled call per epoch (True) or one per step (False).
-      grad_mode: "auto" (default: "custom_vjp" on XLA:CPU, "autodiff" elsewhere), "autodiff",
+      grad_mode: "auto" (default: "custom_vjp" on CPU and GPU, "autodiff" elsewhere), "autodiff",
         "manual" or "custom_vjp".
       remainder: "drop" (default) or "pad", see above.
       train_state: start from this TrainState instead of initializing from `key`.

@@ -3,9 +3,9 @@
 Also what the step measures (loss, accuracy, gradient norms, per-layer statistics) and the
 masked loss that lets a padded last batch count only its real examples.
 
-Gradients: ``grad_mode="auto"`` is "custom_vjp" on XLA:CPU (the layers' hand-derived
-backward serves as the VJP rule) and "autodiff" elsewhere. Inside ``lax.scan`` on XLA:CPU,
-autodiff's convolution weight gradient falls on a slow path (simple_cnn: about 18x slower
+Gradients: ``grad_mode="auto"`` is "custom_vjp" on CPU and GPU (the layers' hand-derived
+backward serves as the VJP rule) and "autodiff" elsewhere (``fnn.backprop.resolve_grad_mode``).
+Inside ``lax.scan`` on XLA:CPU, autodiff's convolution weight gradient falls on a slow path (simple_cnn: about 18x slower
 per epoch measured, 80x for one conv), while the hand-written backward does not.
 """
 
@@ -166,7 +166,7 @@ def train_step(model: Layer, loss: Loss, optimizer: Optimizer, *, grad_mode: str
     """Build a pure ``step(ts, x, y, mask=None, lr_scale=1.0) -> (ts, metrics)``.
 
     The gradient comes from ``fnn.backprop.value_and_grad(model, loss, grad_mode=..., penalty=...)``
-    ("auto": "custom_vjp" on XLA:CPU, "autodiff" elsewhere, as in ``fit``);
+    ("auto": "custom_vjp" on CPU and GPU, "autodiff" elsewhere, as in ``fit``);
     the TrainState key is split, one half for this step (dropout), the other kept for later.
     Jit it yourself (``fnn.jit(step, donate_argnums=0)``: ``jax.jit`` with fnn's XLA:CPU options,
     which on CPU run convolutions about 2x faster, fnn/_compile.py) or let ``fit`` do it.
