@@ -5,8 +5,9 @@ masked loss that lets a padded last batch count only its real examples.
 
 Gradients: ``grad_mode="auto"`` is "custom_vjp" on CPU and GPU (the layers' hand-derived
 backward serves as the VJP rule) and "autodiff" elsewhere (``fnn.backprop.resolve_grad_mode``).
-Inside ``lax.scan`` on XLA:CPU, autodiff's convolution weight gradient falls on a slow path (simple_cnn: about 18x slower
-per epoch measured, 80x for one conv), while the hand-written backward does not.
+Inside ``lax.scan`` on XLA:CPU, autodiff's convolution weight gradient falls on a slow path
+(simple_cnn: about 18x slower per epoch measured, 80x for one conv), while the hand-written
+backward does not.
 """
 
 from __future__ import annotations
