@@ -111,12 +111,8 @@ def model_flops(workload: str, batch: int) -> float:
     counters do (XLA's cost analysis skips it: about 5% less for 3x3 SAME convolutions at
     14x14-28x28). Biases, activations, pooling, the loss and the optimizer are left out.
     """
-    macs, first = [], True
-    for layer in FLOP_LAYERS[workload]:
-        m = layer[1] * layer[2] * layer[3] * layer[4] if layer[0] == "conv" else layer[1] * layer[2]
-        macs.append(m * (2 if first else 3))
-        first = False
-    return 2.0 * batch * sum(macs)
+    macs = [math.prod(layer[1:]) for layer in FLOP_LAYERS[workload]]
+    return 2.0 * batch * (3 * sum(macs) - macs[0])
 
 
 # impl name -> module. Reference implementations are the ones not starting with "fnn".

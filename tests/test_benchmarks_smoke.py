@@ -75,9 +75,7 @@ def test_model_flops_match_xla_cpu_cost_analysis(workload):
     elementwise work, so the two agree within 10%; a count off by one of its three passes is 33% off."""
     if jax.default_backend() != "cpu":
         pytest.skip("XLA's cost analysis counts convolutions only on the CPU backend")
-    spec = importlib.util.spec_from_file_location("impl_fnn", BENCH / "impl_fnn.py")
-    impl_fnn = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(impl_fnn)
+    impl_fnn = importlib.import_module(run.IMPLS["fnn-autodiff-step"])  # run.py put benchmarks/ on sys.path
     w = run.WORKLOADS[workload]  # the workload's own batch: at tiny ones the optimizer's flops weigh in
     loop = impl_fnn.build("fnn-autodiff-step", w, _data(), SETTINGS)
     xla = run.step_flops(loop.lowered_step())
