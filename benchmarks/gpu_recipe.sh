@@ -28,29 +28,38 @@ exec > >(tee -a "$OUT/recipe.log") 2>&1
 T0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - T0 )); }
 
-RUNS=("bn_vgg_wide 0" "bn_vgg_wide 1" "bn_vgg 0" "bn_vgg 1")
+# RUNS_SPEC="model seed [flags];model seed [flags]" replaces the runs (flags for that run alone),
+# EXTRA (flags) is appended to every run's recipe, EPOCHS fixes the epochs and skips the probe, e.g.
+#   RUNS_SPEC="bn_vgg 0;bn_vgg 1;bn_vgg 0 --lr 0.05;bn_vgg 1 --lr 0.05" EPOCHS=200 gpu_recipe.sh D O 400
+IFS=";" read -r -a RUNS <<<"${RUNS_SPEC:-bn_vgg_wide 0;bn_vgg_wide 1;bn_vgg 0;bn_vgg 1}"
 RECIPE=(--dataset fashion-mnist --data-dir "$DATA" --no-download --batch-size 128 --optimizer nesterov
         --lr 0.1 --weight-decay 5e-4 --schedule onecycle --augment crop,flip,erase --label-smoothing 0.1
         --no-progress --json)
 [ -n "$QUICK" ] && RECIPE+=(--limit 600)
+# shellcheck disable=SC2206
+RECIPE+=(${EXTRA:-})
 
 echo "# gpu_recipe.sh $(date -u +%Y-%m-%dT%H:%M:%SZ) budget=${BUDGET}s quick=${QUICK:-0}"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 "$PY" -c 'import jax; print("# jax", jax.__version__, jax.devices())'
 
 train_all() {  # phase, epochs, time limit (s): every run side by side, one JSON line each
-  local phase=$1 epochs=$2 limit=$3 pids=() r model seed dir
+  local phase=$1 epochs=$2 limit=$3 pids=() r model seed flags dir
   for r in "${RUNS[@]}"; do
-    read -r model seed <<<"$r"
-    dir=$WORK/$phase/${model}_seed$seed
+    read -r model seed flags <<<"$r"
+    dir=$WORK/$phase/${model}_seed$seed$(printf '%s' "${flags:+_$flags}" | tr -c 'A-Za-z0-9.-' '_')
     mkdir -p "$dir"
     timeout --signal=INT --kill-after=10 "$limit" "$PY" -m fnn train --model "$model" --seed "$seed" \
-      --epochs "$epochs" --out "$dir" "${RECIPE[@]}" >"$dir/stdout" 2>"$dir/stderr" &
+      --epochs "$epochs" --out "$dir" "${RECIPE[@]}" ${flags:-} >"$dir/stdout" 2>"$dir/stderr" &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done
 }
 
+if [ -n "${EPOCHS:-}" ]; then
+  echo "## main: $EPOCHS epochs (EPOCHS given), at $(elapsed) s"
+  train_all main "$EPOCHS" $(( BUDGET - $(elapsed) - 10 ))
+else
 echo "## probe: 2 epochs, ${#RUNS[@]} runs side by side, at $(elapsed) s"
 train_all probe 2 150
 # The slowest run's second epoch (the first one includes compilation) plus 10% for validation, and
@@ -77,6 +86,7 @@ EPOCHS=$("$PY" -c "print(max(2, min($MAX_EPOCHS, int(($LEFT - $OVERHEAD - 20) / 
 [ -n "$QUICK" ] && EPOCHS=2
 echo "## main: $EPOCHS epochs (about $SLOWEST s each side by side, $OVERHEAD s outside training, $LEFT s left), at $(elapsed) s"
 train_all main "$EPOCHS" $(( LEFT - 10 ))
+fi
 
 for d in "$WORK"/main/*/; do
   name=$(basename "$d")

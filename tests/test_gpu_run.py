@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,30 @@ def test_gpu_run_quick_on_cpu(tmp_path):
     assert {("fnn-fused", "wide", "float32"), ("fnn-fused", "wide", "bfloat16")} <= fnn_rows
     text = (out / "summary.md").read_text()
     assert "QUICK smoke run" in text and "| goal | figure | verdict |" in text
+
+
+@pytest.mark.slow
+def test_gpu_recipe_quick_on_cpu(tmp_path):
+    """benchmarks/gpu_recipe.sh end to end on CPU: the probe sizes the epochs, per-run flags reach
+    their run alone, and each run's JSON line and history come back."""
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    data = Path(os.environ.get("FNN_DATA", "/usr/share/datasets/fashion-mnist"))
+    if not (data / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("needs the full Fashion-MNIST's .gz files (apt-get install dataset-fashion-mnist)")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHON": sys.executable, "RUNS_SPEC": "bn_vgg 0;bn_vgg 1 --label-smoothing 0.2"}
+    proc = subprocess.run(["bash", str(BENCH / "gpu_recipe.sh"), str(data), str(out), "400", "--quick"],
+                          capture_output=True, text=True, env=env, timeout=900)
+    log = (out / "recipe.log").read_text()
+    assert proc.returncode == 0, log[-3000:]
+    assert "## probe: 2 epochs, 2 runs side by side" in log and "## main: 2 epochs" in log
+    assert sorted(p.name for p in out.iterdir()) == ["recipe.log", "results.jsonl", "runs.tar.gz"]
+    results = {r["run"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert set(results) == {"bn_vgg_seed0", "bn_vgg_seed1_--label-smoothing_0.2"}
+    assert results["bn_vgg_seed0"]["label_smoothing"] == 0.1   # the recipe's
+    assert results["bn_vgg_seed1_--label-smoothing_0.2"]["label_smoothing"] == 0.2
+    assert all(r["epochs"] == 2 and r["model"] == "bn_vgg" for r in results.values())
+    with tarfile.open(out / "runs.tar.gz") as tar:
+        names = tar.getnames()
+    assert "main/bn_vgg_seed0/history.jsonl" in names and not any(n.endswith(".fnn") for n in names)

@@ -51,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="update rule (fnn.optim) (default: %(default)s)")
     t.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (default: %(default)s)")
     t.add_argument("--grad-mode", choices=GRAD_MODES, default="auto",
-                   help="gradients: 'auto' is custom_vjp (the layers' own backward as VJP) on CPU, "
-                        "autodiff on GPU/TPU (default: %(default)s)")
+                   help="gradients: 'auto' is custom_vjp (the layers' own backward as VJP) on CPU and "
+                        "GPU, autodiff on TPU (default: %(default)s)")
     t.add_argument("--compute-dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                    help="dtype of the forward and backward passes; parameters, optimizer state and loss "
                         "stay float32 (fnn.precision) (default: %(default)s)")
