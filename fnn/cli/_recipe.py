@@ -1,12 +1,13 @@
 """``fnn train``'s recipe options: the learning-rate schedule (--schedule, --warmup-epochs),
-on-device augmentation (--augment, --crop-padding) and --label-smoothing."""
+on-device augmentation (--augment, --crop-padding), --label-smoothing and batch mixing (--mixup,
+--cutmix)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from fnn.cli._args import _Exit, _nonnegative_float, _positive_int
+from fnn.cli._args import _Exit, _nonnegative_float, _positive_float, _positive_int
 from fnn.cli._losses import loss_fn
 from fnn.core import Layer, Loss
 
@@ -31,6 +32,34 @@ def add_recipe_arguments(t: argparse.ArgumentParser) -> None:
                         "EPS/classes (fnn.losses.label_smoothing); the train and validation losses are the "
                         "smoothed loss, the test loss the plain one, as fnn evaluate reports it "
                         "(default: %(default)s)")
+    mix = t.add_mutually_exclusive_group()
+    mix.add_argument("--mixup", type=_positive_float, default=None, metavar="ALPHA",
+                     help="mixup: each training image blended with another of its batch, labels likewise, "
+                          "weight ~ Beta(ALPHA, ALPHA) (fnn.train.mixing.mixup; 0.2 is common)")
+    mix.add_argument("--cutmix", type=_positive_float, default=None, metavar="ALPHA",
+                     help="CutMix: a rectangle pasted from another image of the batch, labels mixed by its "
+                          "area, Beta(ALPHA, ALPHA) (fnn.train.mixing.cutmix; 1.0 is the paper's)")
+
+
+def batch_mixer(args: argparse.Namespace, num_classes: int) -> Any:
+    """The Mixer of --mixup or --cutmix, or None; both need a loss that takes probability targets."""
+    alpha = args.mixup if args.mixup is not None else args.cutmix
+    if alpha is None:
+        return None
+    flag = "--mixup" if args.mixup is not None else "--cutmix"
+    if args.loss not in ("softmax_cross_entropy", "cross_entropy"):
+        raise _Exit(2, f"fnn train: error: {flag} needs --loss softmax_cross_entropy or cross_entropy, "
+                       f"not {args.loss}")
+    from fnn.train import mixing
+    make = mixing.mixup if args.mixup is not None else mixing.cutmix
+    return make(alpha, num_classes=num_classes)
+
+
+def mix_text(args: argparse.Namespace) -> str:
+    """", mixup 0.2" / ", cutmix 1" for the start line, "" without mixing."""
+    if args.mixup is not None:
+        return f", mixup {args.mixup:g}"
+    return f", cutmix {args.cutmix:g}" if args.cutmix is not None else ""
 
 
 def training_loss(args: argparse.Namespace) -> Loss:

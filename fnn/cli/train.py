@@ -32,7 +32,7 @@ from fnn.cli._args import (
     format_confusion,
 )
 from fnn.cli._losses import DEFAULT, LOSSES, loss_fn, targets, with_output
-from fnn.cli._recipe import add_recipe_arguments, augmented, learning_rate, training_loss
+from fnn.cli._recipe import add_recipe_arguments, augmented, batch_mixer, learning_rate, mix_text, training_loss
 from fnn.cli._trained import HISTORY_FILE, MODEL_FILE, RESULTS_FILE, build_model, load_data, run_metadata
 
 
@@ -158,6 +158,7 @@ def _report(args, out: Path, ds, history, result, wall0: float) -> dict:
         "model": args.model, "dataset": ds.name, "sample_data": ds.is_sample, "grad_mode": args.grad_mode,
         "compute_dtype": args.compute_dtype, "stop_reason": history.stop_reason, "out": str(out),
         "augment": args.augment, "schedule": args.schedule, "label_smoothing": args.label_smoothing,
+        "mixup": args.mixup, "cutmix": args.cutmix,
     }
 
 
@@ -181,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         trained = model if args.compute_dtype == "float32" else precision.apply_policy(model, args.compute_dtype)
         trained = augmented(trained, args, x_train)
         loss = training_loss(args)
+        mix = batch_mixer(args, num_classes)
     except _Exit as e:
         _log(str(e))
         return e.code
@@ -191,14 +193,14 @@ def run(args: argparse.Namespace) -> int:
     _log(f"fnn train: {args.model} on {ds.name} ({'embedded sample' if ds.is_sample else ds.source}): "
          f"{len(x_train)} train, {0 if val is None else len(val[0])} validation, {len(x_test)} test "
          f"images; {args.optimizer} lr={args.lr} ({args.schedule}), batch {args.batch_size}, {args.epochs} epochs, "
-         f"augment {args.augment}, loss {loss.name}; output in {out}")
+         f"augment {args.augment}{mix_text(args)}, loss {loss.name}; output in {out}")
     _log(str(model_summary))
     echo(table_header())
     try:
         ts, history = fit(trained, loss, _build_optimizer(args, lr), (x_train, y_train),
                           epochs=args.epochs, batch_size=args.batch_size, key=fit_key, val_data=val,
                           fused=not args.per_step, grad_mode=args.grad_mode,
-                          callbacks=_callbacks(args, out, metadata, lr))
+                          callbacks=_callbacks(args, out, metadata, lr) + ([mix] if mix else []))
     except ValueError as e:
         _log(f"fnn train: error: {e}")
         return 2

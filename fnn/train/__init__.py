@@ -20,7 +20,8 @@ the norm of the gradient before any clipping (penalty included).
 Modules: ``state`` (TrainState), ``step`` (train_step, masked losses, metrics), ``epoch`` (the
 compiled epoch and the per-step program), ``evaluate``, ``history``, ``callbacks``, ``probe``
 (per-layer activation statistics), ``locate`` (finding the first NaN), ``progress``, ``fit``,
-``tensorboard`` (TensorBoard event files, written without TensorFlow).
+``tensorboard`` (TensorBoard event files, written without TensorFlow), ``mixing`` (mixup and
+CutMix, ``fit(..., mix=mixup(0.2, num_classes=10))``).
 """
 
 from fnn.train.callbacks import (
@@ -39,6 +40,7 @@ from fnn.train.epoch import EpochSums, Probe, epoch_fn
 from fnn.train.evaluate import evaluate, evaluation_sums, padded_batches
 from fnn.train.fit import fit
 from fnn.train.history import ACTIVATION_FIELDS, FIELDS, STEP_FIELDS, History, table_header, table_row
+from fnn.train.mixing import Mixer, cutmix, mixup
 from fnn.train.progress import Progress, echo
 from fnn.train.state import TrainState, as_key, init_train_state
 from fnn.train.step import GRAD_MODES, layer_groups, masked, resolve_grad_mode, train_step
@@ -50,4 +52,5 @@ __all__ = [
     "History", "FIELDS", "STEP_FIELDS", "ACTIVATION_FIELDS", "table_header", "table_row", "fit",
     "Callback", "Run", "FunctionCallback", "NanGuard", "ReduceLROnPlateau", "EarlyStopping", "LearningRateLog",
     "StepRecorder", "Progress", "Checkpoint", "CHECKPOINT_NAME", "echo", "TensorBoard", "EventWriter",
+    "Mixer", "mixup", "cutmix",
 ]

@@ -156,12 +156,13 @@ class Programs(NamedTuple):
 
 @functools.lru_cache(maxsize=32)
 def programs(model, loss, optimizer, penalty, mode: str, batch_size: int, remainder: str, dp=None,
-             record: Probe | None = None) -> Programs:
+             record: Probe | None = None, mix=None) -> Programs:
     """The jitted programs of ``fit``, cached per (model, loss, optimizer, settings).
 
     `dp`: a ``fnn.parallel.DataParallel``: batches split over its mesh, the rest replicated.
     """
-    step = train_step(model, loss, optimizer, grad_mode=mode, penalty=penalty, layer_stats=record is not None)
+    step = train_step(model, loss, optimizer, grad_mode=mode, penalty=penalty, layer_stats=record is not None,
+                      mix=mix)
     wrapped = step if dp is None else dp.wrap_step(step)
     body = scan_body(wrapped, remainder == "pad", record)
     epoch = epoch_fn(wrapped, batch_size, remainder, record=record,

@@ -33,6 +33,7 @@ from fnn.train.checks import check_data, check_labels
 from fnn.train.evaluate import evaluate
 from fnn.train.history import History
 from fnn.train.locate import locator
+from fnn.train.mixing import Mixer
 from fnn.train.progress import Progress
 from fnn.train.state import TrainState, as_key, copy_tree, init_train_state
 from fnn.train.step import resolve_grad_mode, split_objective
@@ -61,7 +62,9 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data: Data, *, epo
     After each epoch: validation (``evaluate`` on `val_data`), the History row, then the
     callbacks. Features are callbacks (``fnn.train.callbacks``): ``EarlyStopping``,
     ``ReduceLROnPlateau``, ``Checkpoint``, ``Progress``, ``NanGuard``, ``StepRecorder``,
-    ``LearningRateLog``, ``TensorBoard``, or a function ``cb(epoch, ts, record) -> stop?``. A
+    ``LearningRateLog``, ``TensorBoard``, ``mixup``/``cutmix`` (``fnn.train.mixing``: each
+    training batch mixed inside the compiled step; at most one), or a function
+    ``cb(epoch, ts, record) -> stop?``. A
     ``Progress`` bar and a ``NanGuard`` are added unless the list has its own (``Progress(False)``
     silences it).
 
@@ -129,6 +132,9 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data: Data, *, epo
     if len(recorders) > 1:
         raise ValueError(f"{name}: at most one StepRecorder, got {len(recorders)}")
     record = ep.Probe(recorders[0].every, recorders[0].probe_for(model)[1]) if recorders else None
+    mixers = [cb for cb in callbacks if isinstance(cb, Mixer)]
+    if len(mixers) > 1:
+        raise ValueError(f"{name}: at most one mixer (mixup or cutmix), got {len(mixers)}")
     steps = n // batch_size if remainder == "drop" else -(-n // batch_size)
     run = Run(model=model, loss=loss, optimizer=optimizer, grad_mode=grad_mode, batch_size=batch_size,
               epochs=epochs, steps_per_epoch=steps, fused=fused, ts=ts, history=History(), callbacks=callbacks)
@@ -138,7 +144,8 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data: Data, *, epo
     # Donation needs one buffer per leaf; optimizer states may share them (m and v: the same zeros).
     run.place = (lambda tree: tree) if dp is None else dp.replicate
     run.ts = run.place(copy_tree(run.ts))
-    programs = ep.programs(model, loss, optimizer, penalty, grad_mode, batch_size, remainder, dp, record)
+    programs = ep.programs(model, loss, optimizer, penalty, grad_mode, batch_size, remainder, dp, record,
+                           mixers[0] if mixers else None)
     t0 = time.perf_counter()
     run_epoch: Callable
     if fused:

@@ -163,7 +163,8 @@ def _update(optimizer, grads, opt_state, params, lr_scale):
 
 
 def train_step(model: Layer, loss: Loss, optimizer: Optimizer, *, grad_mode: str = "auto",
-               penalty: Loss | None = None, policy: Any = None, layer_stats: bool = False) -> Callable:
+               penalty: Loss | None = None, policy: Any = None, layer_stats: bool = False,
+               mix: Callable | None = None) -> Callable:
     """Build a pure ``step(ts, x, y, mask=None, lr_scale=1.0) -> (ts, metrics)``.
 
     The gradient comes from ``fnn.backprop.value_and_grad(model, loss, grad_mode=..., penalty=...)``
@@ -193,6 +194,11 @@ def train_step(model: Layer, loss: Loss, optimizer: Optimizer, *, grad_mode: str
     ``layer_groups(params)`` (per top-level layer of a ``serial``; 0 for layers without
     parameters): ``layer_grad_norms`` (‖∂L/∂θ_i‖ of this batch) and ``layer_update_ratios``
     (‖Δθ_i‖ / ‖θ_i‖ of this step's update, NaN where ‖θ_i‖ = 0). ``StepRecorder`` records them.
+
+    ``mix``: a batch mixer ``(key, x, y, mask) -> (x, y)`` (``fnn.train.mixing.mixup`` or
+    ``cutmix``) applied to the batch before the forward pass, with a key split off the model's
+    (so without ``mix`` the model's key, and every bit, is as before). Metrics then refer to
+    the mixed batch.
     """
     loss, penalty = split_objective("train_step", loss, penalty)
     resolve_grad_mode(grad_mode, name="train_step")  # refuses an unknown mode; "auto" itself goes on
@@ -206,6 +212,9 @@ def train_step(model: Layer, loss: Loss, optimizer: Optimizer, *, grad_mode: str
 
     def step(ts: TrainState, x, y, mask=None, lr_scale=1.0):
         key, sub = jax.random.split(ts.key)
+        if mix is not None:
+            sub, mix_key = jax.random.split(sub)
+            x, y = mix(mix_key, x, y, mask)
         if mask is None:
             (value, (new_state, pred)), grads = vg_plain(ts.params, ts.state, x, y, key=sub, train=True)
             count = jnp.asarray(x.shape[0], jnp.int32)
