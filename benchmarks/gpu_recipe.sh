@@ -49,8 +49,10 @@ train_all() {  # phase, epochs, time limit (s): every run side by side, one JSON
     read -r model seed flags <<<"$r"
     dir=$WORK/$phase/${model}_seed$seed$(printf '%s' "${flags:+_$flags}" | tr -c 'A-Za-z0-9.-' '_')
     mkdir -p "$dir"
+    set -f  # the flags are split on spaces but never globbed: --model-args '{"stages":[32,64]}'
     timeout --signal=INT --kill-after=10 "$limit" "$PY" -m fnn train --model "$model" --seed "$seed" \
       --epochs "$epochs" --out "$dir" "${RECIPE[@]}" ${flags:-} >"$dir/stdout" 2>"$dir/stderr" &
+    set +f
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p"; done

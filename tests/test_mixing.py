@@ -138,7 +138,7 @@ def test_fit_with_a_padded_last_batch_runs_and_stays_finite():
 
 def test_fnn_train_mixup_and_cutmix_flags(tmp_path, capsys):
     out = tmp_path / "mix"
-    code = main(["train", "--model", "simple_cnn", "--limit", "300", "--epochs", "1", "--cutmix", "1.0",
+    code = main(["train", "--model", "mlp", "--limit", "300", "--epochs", "1", "--cutmix", "1.0",
                  "--no-progress", "--out", str(out), "--no-download", "--batch-size", "64"])
     assert code == 0
     results = json.loads((out / "results.json").read_text())

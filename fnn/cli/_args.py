@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +61,26 @@ def _log(*args) -> None:
     print(*args, file=sys.stderr, flush=True)
 
 
+def _tuples(value: Any) -> Any:
+    """JSON arrays as tuples, all the way down (fnn.models takes sequences; tuples hash)."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
+
+
+def _json_object(text: str) -> dict:
+    """--model-args: a JSON object of keyword arguments, arrays as tuples."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of keyword arguments, got {text!r}")
+    return _tuples(value)
+
+
 class _Exit(Exception):
     """Stop `fnn train` with this exit code after logging the message."""
 
@@ -72,6 +94,10 @@ def add_data_arguments(p) -> None:
     ``build_model`` and ``load_data`` read them), on parser `p`."""
     p.add_argument("--model", choices=MODELS, default="simple_cnn",
                    help="architecture (fnn.models) (default: %(default)s)")
+    p.add_argument("--model-args", type=_json_object, default=None, metavar="JSON",
+                   help="keyword arguments of the fnn.models builder as a JSON object, e.g. "
+                        "'{\"stages\": [32, 64, 128], \"blocks_per_stage\": 3}' for resnet; saved with the model "
+                        "(default: the builder's defaults)")
     p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist", help="data set (default: %(default)s)")
     p.add_argument("--val-fraction", type=_fraction, default=0.1,
                    help="fraction of the training images held out for validation, 0 for none "

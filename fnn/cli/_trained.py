@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fnn.cli._args import _Exit
+from fnn.cli._args import _Exit, _tuples
 from fnn.cli._losses import DEFAULT, with_output
 
 MODEL_FILE = "model.fnn"
@@ -28,25 +28,41 @@ HISTORY_FILE = "history.jsonl"
 RESULTS_FILE = "results.json"
 
 
-def build_model(name: str, input_shape: tuple[int, ...], num_classes: int):
-    """The named fnn.models network; mlp gets a Flatten in front and two hidden layers of 256."""
+def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, model_args: dict | None = None):
+    """The named fnn.models network, built with `model_args` (--model-args) as keyword arguments;
+    mlp gets a Flatten in front and two hidden layers of 256 (and takes no model_args)."""
     from fnn import models
     if not hasattr(models, name):
         raise _Exit(2, f"fnn: error: fnn.models has no model {name!r} in this version")
     if name == "mlp":
+        if model_args:
+            raise _Exit(2, "fnn: error: --model-args: the mlp of fnn train takes none (it is Flatten, "
+                           "Dense 256, Dense 256, the output layer)")
         from fnn.diagnostics import sublayers
         from fnn.layers.combinators import serial
         from fnn.layers.reshape import Flatten
         # One flat serial, so per-layer diagnostics (--record-every) see each Dense layer.
         return serial(Flatten(), *sublayers(models.mlp((math.prod(input_shape), 256, 256, num_classes))))  # type: ignore[misc]  # mlp is a serial
-    return getattr(models, name)(num_classes=num_classes, input_shape=input_shape)
+    kwargs = dict(model_args or {})
+    taken = {"num_classes", "input_shape"} & set(kwargs)
+    if taken:
+        raise _Exit(2, f"fnn: error: --model-args: {', '.join(sorted(taken))} come from the data, not from "
+                       f"--model-args")
+    try:
+        model = getattr(models, name)(num_classes=num_classes, input_shape=input_shape, **kwargs)
+        if kwargs:  # the builder's shape checks run at init: fail here, before any output is written
+            import jax
+            jax.eval_shape(lambda k: model.init(k, input_shape), jax.random.key(0))
+    except (TypeError, ValueError) as e:
+        raise _Exit(2, f"fnn: error: --model-args for {name}: {e}") from None
+    return model
 
 
 def run_metadata(model_name: str, input_shape, class_names, dataset: str, scaler, *,
-                 loss: str = "softmax_cross_entropy") -> dict:
+                 loss: str = "softmax_cross_entropy", model_args: dict | None = None) -> dict:
     """The checkpoint metadata that rebuilds the model and its input pipeline (JSON-serializable).
 
-    ``model``: the builder (``build_model``), its arguments and the loss (which may append an
+    ``model``: the builder (``build_model``), its arguments (``kwargs``: --model-args) and the loss (which may append an
     output layer, ``fnn.cli._losses``); ``input_shape``: one example,
     e.g. [28, 28, 1]; ``class_names``; ``standardizer``: the training split's statistics, applied
     as ``(x - mean) / (std + eps)`` to raw pixel values (``fnn.data.Standardizer``).
@@ -57,7 +73,7 @@ def run_metadata(model_name: str, input_shape, class_names, dataset: str, scaler
     return {"fnn_version": fnn.__version__, "input_shape": shape, "class_names": list(class_names),
             "dataset": dataset,
             "model": {"builder": "fnn train", "name": model_name, "input_shape": shape,
-                      "num_classes": len(class_names), "loss": loss},
+                      "num_classes": len(class_names), "loss": loss, "kwargs": dict(model_args or {})},
             "standardizer": {"mean": np.asarray(scaler.mean).tolist(), "std": np.asarray(scaler.std).tolist()}}
 
 
@@ -117,7 +133,8 @@ def load_trained(prog: str, where: str | Path) -> Trained:
     if not isinstance(spec, dict) or spec.get("builder") != "fnn train" or "standardizer" not in meta:
         raise _no_model_metadata(prog, path, meta)
     input_shape = tuple(int(d) for d in spec["input_shape"])
-    model = with_output(build_model(spec["name"], input_shape, int(spec["num_classes"])), loss_name(meta))
+    model = with_output(build_model(spec["name"], input_shape, int(spec["num_classes"]), _tuples(spec.get("kwargs"))),
+                        loss_name(meta))
     try:
         params, state = load_params(path, model, input_shape)
     except ValueError as e:

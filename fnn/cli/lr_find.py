@@ -68,7 +68,11 @@ def run(args: argparse.Namespace) -> int:
         return e.code
     out = args.out or Path("runs") / f"lr-find-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    model = build_model(args.model, tuple(x_train.shape[1:]), len(CLASS_NAMES[ds.name]))
+    try:
+        model = build_model(args.model, tuple(x_train.shape[1:]), len(CLASS_NAMES[ds.name]), args.model_args)
+    except _Exit as e:
+        _log(str(e))
+        return e.code
     _log(f"fnn lr-find: {args.model} on {ds.name} ({len(x_train)} images), {args.optimizer}, "
          f"lr from {args.min_lr:g} to {args.max_lr:g} in {args.steps} steps of batch {args.batch_size}")
     try:

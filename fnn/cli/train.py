@@ -155,7 +155,8 @@ def _report(args, out: Path, ds, history, result, wall0: float) -> dict:
         "images_per_second": images / train_seconds if train_seconds > 0 else None, "epochs": len(history),
         "val_accuracy": history.records[-1]["val_accuracy"] if len(history) else None,
         "compile_seconds": history.compile_seconds, "wall_seconds": time.perf_counter() - wall0,
-        "model": args.model, "dataset": ds.name, "sample_data": ds.is_sample, "grad_mode": args.grad_mode,
+        "model": args.model, "model_args": args.model_args, "dataset": ds.name, "sample_data": ds.is_sample,
+        "grad_mode": args.grad_mode,
         "compute_dtype": args.compute_dtype, "stop_reason": history.stop_reason, "out": str(out),
         "augment": args.augment, "schedule": args.schedule, "label_smoothing": args.label_smoothing,
         "mixup": args.mixup, "cutmix": args.cutmix,
@@ -175,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
         ds, (x_train, y_train), val, (x_test, y_test), fit_key, scaler = load_data(args)
         lr = learning_rate(args, len(x_train) // args.batch_size)
         num_classes = len(CLASS_NAMES[ds.name])
-        model = with_output(build_model(args.model, tuple(x_train.shape[1:]), num_classes), args.loss)
+        model = with_output(build_model(args.model, tuple(x_train.shape[1:]), num_classes, args.model_args),
+                            args.loss)
         y_train, y_test = targets(args.loss, y_train, num_classes), targets(args.loss, y_test, num_classes)
         val = None if val is None else (val[0], targets(args.loss, val[1], num_classes))
         # Mixed precision wraps the trained model; the test set is evaluated in float32.
@@ -189,7 +191,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     model_summary = summary(model, tuple(x_train.shape[1:]))
-    metadata = run_metadata(args.model, x_train.shape[1:], CLASS_NAMES[ds.name], ds.name, scaler, loss=args.loss)
+    metadata = run_metadata(args.model, x_train.shape[1:], CLASS_NAMES[ds.name], ds.name, scaler, loss=args.loss,
+                            model_args=args.model_args)
     _log(f"fnn train: {args.model} on {ds.name} ({'embedded sample' if ds.is_sample else ds.source}): "
          f"{len(x_train)} train, {0 if val is None else len(val[0])} validation, {len(x_test)} test "
          f"images; {args.optimizer} lr={args.lr} ({args.schedule}), batch {args.batch_size}, {args.epochs} epochs, "
