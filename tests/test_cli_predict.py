@@ -64,7 +64,7 @@ def test_version(capsys):
 def test_train_writes_model_file_that_rebuilds_the_model(run_dir):
     meta = checkpoint.read_metadata(run_dir / "model.fnn")
     assert meta["model"] == {"builder": "fnn train", "name": "mlp", "input_shape": [28, 28, 1], "num_classes": 10,
-                             "loss": "softmax_cross_entropy"}
+                             "loss": "softmax_cross_entropy", "kwargs": {}}
     assert meta["class_names"][0] == "T-shirt/top" and meta["dataset"] == "fashion-mnist"
     assert np.shape(meta["standardizer"]["mean"]) == (28, 28, 1)  # --standardize pixel
     # the resumable checkpoint carries the same description, and (one epoch, no early stopping) the same weights
