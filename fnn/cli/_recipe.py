@@ -46,20 +46,17 @@ def batch_mixer(args: argparse.Namespace, num_classes: int) -> Any:
     alpha = args.mixup if args.mixup is not None else args.cutmix
     if alpha is None:
         return None
-    flag = "--mixup" if args.mixup is not None else "--cutmix"
-    if args.loss not in ("softmax_cross_entropy", "cross_entropy"):
-        raise _Exit(2, f"fnn train: error: {flag} needs --loss softmax_cross_entropy or cross_entropy, "
-                       f"not {args.loss}")
+    _needs_probability_targets(args, "--mixup" if args.mixup is not None else "--cutmix")
     from fnn.train import mixing
     make = mixing.mixup if args.mixup is not None else mixing.cutmix
     return make(alpha, num_classes=num_classes)
 
 
-def mix_text(args: argparse.Namespace) -> str:
-    """", mixup 0.2" / ", cutmix 1" for the start line, "" without mixing."""
-    if args.mixup is not None:
-        return f", mixup {args.mixup:g}"
-    return f", cutmix {args.cutmix:g}" if args.cutmix is not None else ""
+def _needs_probability_targets(args: argparse.Namespace, flag: str) -> None:
+    """Refuse `flag` unless --loss takes probability targets (softmax_cross_entropy, cross_entropy)."""
+    if args.loss not in ("softmax_cross_entropy", "cross_entropy"):
+        raise _Exit(2, f"fnn train: error: {flag} needs --loss softmax_cross_entropy or cross_entropy, "
+                       f"not {args.loss}")
 
 
 def training_loss(args: argparse.Namespace) -> Loss:
@@ -68,9 +65,7 @@ def training_loss(args: argparse.Namespace) -> Loss:
     loss = loss_fn(args.loss)
     if not args.label_smoothing:
         return loss
-    if args.loss not in ("softmax_cross_entropy", "cross_entropy"):
-        raise _Exit(2, f"fnn train: error: --label-smoothing needs --loss softmax_cross_entropy or "
-                       f"cross_entropy, not {args.loss}")
+    _needs_probability_targets(args, "--label-smoothing")
     try:
         return losses.label_smoothing(loss, args.label_smoothing)
     except ValueError as e:

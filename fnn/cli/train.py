@@ -32,7 +32,7 @@ from fnn.cli._args import (
     format_confusion,
 )
 from fnn.cli._losses import DEFAULT, LOSSES, loss_fn, targets, with_output
-from fnn.cli._recipe import add_recipe_arguments, augmented, batch_mixer, learning_rate, mix_text, training_loss
+from fnn.cli._recipe import add_recipe_arguments, augmented, batch_mixer, learning_rate, training_loss
 from fnn.cli._trained import HISTORY_FILE, MODEL_FILE, RESULTS_FILE, build_model, load_data, run_metadata
 
 
@@ -193,10 +193,11 @@ def run(args: argparse.Namespace) -> int:
     model_summary = summary(model, tuple(x_train.shape[1:]))
     metadata = run_metadata(args.model, x_train.shape[1:], CLASS_NAMES[ds.name], ds.name, scaler, loss=args.loss,
                             model_args=args.model_args)
+    mixing = f", {mix.kind} {mix.alpha:g}" if mix else ""
     _log(f"fnn train: {args.model} on {ds.name} ({'embedded sample' if ds.is_sample else ds.source}): "
          f"{len(x_train)} train, {0 if val is None else len(val[0])} validation, {len(x_test)} test "
          f"images; {args.optimizer} lr={args.lr} ({args.schedule}), batch {args.batch_size}, {args.epochs} epochs, "
-         f"augment {args.augment}{mix_text(args)}, loss {loss.name}; output in {out}")
+         f"augment {args.augment}{mixing}, loss {loss.name}; output in {out}")
     _log(str(model_summary))
     echo(table_header())
     try:

@@ -21,7 +21,7 @@ Modules: ``state`` (TrainState), ``step`` (train_step, masked losses, metrics), 
 compiled epoch and the per-step program), ``evaluate``, ``history``, ``callbacks``, ``probe``
 (per-layer activation statistics), ``locate`` (finding the first NaN), ``progress``, ``fit``,
 ``tensorboard`` (TensorBoard event files, written without TensorFlow), ``mixing`` (mixup and
-CutMix, ``fit(..., mix=mixup(0.2, num_classes=10))``).
+CutMix, ``fit(..., callbacks=[mixup(0.2, num_classes=10)])``).
 """
 
 from fnn.train.callbacks import (
