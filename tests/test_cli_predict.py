@@ -28,10 +28,10 @@ def sample_only(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, sample_only):
-    """One epoch of the mlp on 256 images of the embedded sample."""
+    """One epoch of the mlp on 256 images of the embedded sample, with test-time augmentation figures."""
     out = tmp_path_factory.mktemp("predict") / "run"
     code = main(["train", "--model", "mlp", "--epochs", "1", "--limit", "256", "--batch-size", "64", "--out", str(out),
-                 "--no-progress", "--no-download", "--standardize", "pixel"])
+                 "--no-progress", "--no-download", "--standardize", "pixel", "--tta", "flip,shift"])
     assert code == 0
     return out
 
@@ -42,15 +42,21 @@ def _cli(capsys, *argv):
     return code, captured.out, captured.err
 
 
-def _by_hand(run_dir, x):
+def _by_hand(run_dir, x, views=("plain",)):
     """Class probabilities the long way, as docs/train-save-predict.md shows: metadata -> model,
-    load_params, Standardizer, model.apply."""
+    load_params, Standardizer, model.apply; with more `views` ("flip", or "up", "down", "left",
+    "right": moved one pixel, black coming in), the softmax of the mean logits over them."""
     meta = checkpoint.read_metadata(run_dir / "model.fnn")
     model = build_model(meta["model"]["name"], tuple(meta["input_shape"]), meta["model"]["num_classes"])
     params, state = checkpoint.load_params(run_dir / "model.fnn", model)
     scaler = Standardizer(np.asarray(meta["standardizer"]["mean"], np.float32),
                           np.asarray(meta["standardizer"]["std"], np.float32))
-    logits, _ = model.apply(params, state, scaler.apply(x))
+    z = np.asarray(scaler.apply(x))
+    black = np.asarray(scaler.apply(np.zeros((1, 28, 28, 1)))).min()
+    p = np.pad(z, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=black)
+    seen = {"plain": z, "flip": z[:, :, ::-1], "down": p[:, :28, 1:29], "up": p[:, 2:, 1:29],
+            "right": p[:, 1:29, :28], "left": p[:, 1:29, 2:]}
+    logits = np.mean([model.apply(params, state, seen[v])[0] for v in views], axis=0)
     return np.asarray(jax.nn.softmax(logits, axis=-1))
 
 
@@ -115,6 +121,29 @@ def test_predict_agrees_with_the_model_and_with_evaluate(run_dir, capsys):
     assert right == round(accuracy * 1000)  # predict and evaluate agree image for image
 
 
+def test_test_time_augmentation_in_train_evaluate_and_predict(run_dir, capsys):
+    """--tta: the mean logits over the image, its mirror image and four one-pixel moves, by hand."""
+    x, y = load_sample().test
+    right = _by_hand(run_dir, x, ("plain", "flip", "up", "down", "left", "right")).argmax(-1) == y
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["tta"] == "flip,shift" and results["test_accuracy_tta"] == right.mean()
+    assert results["test_accuracy_tta"] != results["test_accuracy"] and 0 < results["val_accuracy_tta"] < 1
+    code, out, err = _cli(capsys, "evaluate", "--checkpoint", str(run_dir), "--tta", "flip,shift", "--json",
+                          "--no-download")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["accuracy"] == results["test_accuracy_tta"] and report["tta"] == "flip,shift"
+    assert report["loss"] == pytest.approx(results["test_loss_tta"], rel=1e-6)
+    assert report["accuracy_without_tta"] == results["test_accuracy"]
+    code, out, err = _cli(capsys, "predict", "--checkpoint", str(run_dir), "--tta", "flip", "--limit", "20",
+                          "--top-k", "10", "--json", "--no-download")
+    assert code == 0, err
+    rows = json.loads(out)["predictions"]
+    got = np.asarray([[t["probability"] for t in sorted(r["top"], key=lambda t: t["class_index"])] for r in rows])
+    np.testing.assert_allclose(got, _by_hand(run_dir, x[:20], ("plain", "flip")), rtol=1e-5, atol=1e-7)
+    assert not np.allclose(got, _by_hand(run_dir, x[:20]), rtol=1e-3)
+
+
 def test_predict_input_files_equal_dataset_images(run_dir, capsys, tmp_path):
     x = load_sample().test[0][[3, 7, 9]]  # (3, 28, 28, 1) uint8
     np.save(tmp_path / "three.npy", x[..., 0])  # without the channel axis
@@ -156,6 +185,10 @@ def test_predict_and_evaluate_errors(run_dir, capsys, tmp_path):
         (["predict", "--checkpoint", str(run_dir), "--input", str(tmp_path / "nothing.npy")], 1, "no file at"),
         (["predict", "--checkpoint", str(run_dir), "--index", "5000", "--no-download"], 2,
          "--index 5000 is out of range for 1000 images"),
+        (["evaluate", "--checkpoint", str(run_dir), "--tta", "flip,rotate"], 2,
+         r"--tta: tta_views: each name must be one of \['flip', 'shift'\], got 'rotate'"),
+        (["train", "--model", "mlp", "--epochs", "1", "--out", str(tmp_path / "never"), "--tta", "flip,flip"], 2,
+         "--tta: tta_views: a name appears twice"),
     ]
     for argv, want_code, pattern in cases:
         code, _, err = _cli(capsys, *argv)

@@ -234,3 +234,25 @@ def add_checkpoint_arguments(p) -> None:
     p.add_argument("--data-dir", type=Path, default=None, help="directory with the four IDX files")
     p.add_argument("--no-download", action="store_true", help="never try to download the data")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def add_tta_argument(p) -> None:
+    """--tta, shared by fnn train, evaluate and predict."""
+    p.add_argument("--tta", default=None, metavar="VIEWS",
+                   help="test-time augmentation: average the model's outputs over views of each image, "
+                        "'flip' (2 views), 'shift' (moved one pixel up, down, left, right: 5) or 'flip,shift' "
+                        "(6); uncovered pixels are black")
+
+
+def tta_model(prog: str, model, spec: str | None, scaler, input_shape: tuple[int, ...]):
+    """`model` with --tta's views (``fnn.layers.with_tta``), or None without --tta. The shifts
+    uncover black pixels: 0 standardized with the training statistics, as --augment crop pads."""
+    if spec is None:
+        return None
+    from fnn.layers.tta import tta_views, with_tta
+
+    black = float(np.min(np.asarray(scaler.apply(np.zeros((1, *input_shape), np.float32)))))
+    try:
+        return with_tta(model, tta_views(spec, fill=black))
+    except ValueError as e:
+        raise _Exit(2, f"{prog}: error: --tta: {e}") from None

@@ -1,5 +1,8 @@
 """``fnn evaluate``: test-set loss, accuracy and confusion matrix of a model trained by ``fnn train``.
 
+With ``--tta flip,shift`` the model's outputs are averaged over views of each image
+(``fnn.layers.with_tta``); the figures without it are reported beside them.
+
 Everything the evaluation needs (model, parameters, Standardizer statistics, class names) is
 read from the checkpoint; the test split is standardized with the training statistics stored
 there, as ``fnn train`` did.
@@ -12,7 +15,14 @@ import json
 
 from fnn.cli._args import _Exit, _log, _positive_int, format_confusion
 from fnn.cli._losses import loss_fn, targets
-from fnn.cli._trained import add_checkpoint_arguments, load_dataset, load_trained, loss_name
+from fnn.cli._trained import (
+    add_checkpoint_arguments,
+    add_tta_argument,
+    load_dataset,
+    load_trained,
+    loss_name,
+    tta_model,
+)
 
 PROG = "fnn evaluate"
 
@@ -26,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_checkpoint_arguments(p)
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                    help="evaluate only the first N test images (smoke runs)")
+    add_tta_argument(p)
     p.set_defaults(run=run)
 
 
@@ -35,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         trained = load_trained(PROG, args.checkpoint)
+        tta = tta_model(PROG, trained.model, args.tta, trained.scaler, trained.input_shape)
         ds = load_dataset(PROG, args.dataset or trained.metadata.get("dataset", "fashion-mnist"), args.data_dir,
                           download=not args.no_download)
         x, y = ds.test
@@ -44,8 +56,11 @@ def run(args: argparse.Namespace) -> int:
             raise _Exit(2, f"{PROG}: error: {ds.name} images have shape {tuple(x.shape[1:])}, the model "
                            f"expects {trained.input_shape}")
         name = loss_name(trained.metadata)
-        result = evaluate(trained.model, loss_fn(name), trained.params, trained.state,
-                          trained.scaler.apply(x), targets(name, y, len(trained.class_names)))
+        data = (trained.scaler.apply(x), targets(name, y, len(trained.class_names)))
+        result = evaluate(trained.model, loss_fn(name), trained.params, trained.state, *data)
+        plain = result
+        if tta is not None:
+            result = evaluate(tta, loss_fn(name), trained.params, trained.state, *data)
     except _Exit as e:
         _log(str(e))
         return e.code
@@ -54,12 +69,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     report = {"checkpoint": str(trained.path), "dataset": ds.name, "sample_data": ds.is_sample,
               "num_examples": result["num_examples"], "loss": result["loss"], "accuracy": result["accuracy"],
-              "confusion": result["confusion"].tolist(), "class_names": list(trained.class_names)}
+              "confusion": result["confusion"].tolist(), "class_names": list(trained.class_names),
+              "tta": args.tta, "loss_without_tta": plain["loss"], "accuracy_without_tta": plain["accuracy"]}
     if args.json:
         print(json.dumps(report), flush=True)
         return 0
     source = "embedded sample" if ds.is_sample else ds.source
+    with_tta = "" if tta is None else (f" with test-time augmentation {args.tta} (without: loss "
+                                       f"{plain['loss']:.4f}, accuracy {plain['accuracy']:.4f})")
     print(f"{trained.path} on {ds.name} ({source}), {result['num_examples']} test images: "
-          f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}", flush=True)
+          f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}{with_tta}", flush=True)
     print(format_confusion(result["confusion"], trained.class_names), flush=True)
     return 0

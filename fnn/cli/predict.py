@@ -3,6 +3,7 @@
 The model, its parameters and the Standardizer statistics all come from the checkpoint
 (``fnn.cli._trained``). Images come from a file (IDX, ``.npy`` or ``.npz``: raw pixel values,
 as in the data set files) or from the data set's test split (``--index``, ``--limit``).
+``--tta flip,shift`` averages the model's outputs over views of each image (``fnn.layers.with_tta``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from fnn.cli._losses import LOSSES, scores
 from fnn.cli._trained import (
     Trained,
     add_checkpoint_arguments,
+    add_tta_argument,
     as_images,
     load_dataset,
     load_trained,
     loss_name,
     read_array,
+    tta_model,
 )
 
 PROG = "fnn predict"
@@ -46,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the first N images (default: all of --input, 10 of the test split)")
     p.add_argument("--top-k", type=_positive_int, default=3, metavar="K",
                    help="classes to show per image (default: %(default)s)")
+    add_tta_argument(p)
     p.set_defaults(run=run)
 
 
@@ -121,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
     """``fnn predict``: returns the exit status."""
     try:
         trained = load_trained(PROG, args.checkpoint)
+        tta = tta_model(PROG, trained.model, args.tta, trained.scaler, trained.input_shape)
+        if tta is not None:
+            trained = trained._replace(model=tta)
         indices, x, labels, source = _images(args, trained)
     except _Exit as e:
         _log(str(e))
@@ -128,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
     probs = predict_proba(trained, x)
     rows = _rows(trained, indices, probs, labels, min(args.top_k, probs.shape[-1]))
     if args.json:
-        print(json.dumps({"checkpoint": str(trained.path), "source": source, "predictions": rows}), flush=True)
+        print(json.dumps({"checkpoint": str(trained.path), "source": source, "tta": args.tta,
+                          "predictions": rows}), flush=True)
     else:
         print(f"{trained.path}: {len(rows)} images of {source}", flush=True)
         print(_text(rows), flush=True)

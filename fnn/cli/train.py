@@ -33,7 +33,16 @@ from fnn.cli._args import (
 )
 from fnn.cli._losses import DEFAULT, LOSSES, loss_fn, targets, with_output
 from fnn.cli._recipe import add_recipe_arguments, augmented, batch_mixer, learning_rate, training_loss
-from fnn.cli._trained import HISTORY_FILE, MODEL_FILE, RESULTS_FILE, build_model, load_data, run_metadata
+from fnn.cli._trained import (
+    HISTORY_FILE,
+    MODEL_FILE,
+    RESULTS_FILE,
+    add_tta_argument,
+    build_model,
+    load_data,
+    run_metadata,
+    tta_model,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -82,6 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the loss (fnn.losses); cross_entropy and binary_cross_entropy append a Softmax or "
                         "Sigmoid layer, the sigmoid, binary and regression losses train on one-hot targets "
                         "(default: %(default)s)")
+    add_tta_argument(t)
     t.set_defaults(run=run)
 
 
@@ -159,8 +169,21 @@ def _report(args, out: Path, ds, history, result, wall0: float) -> dict:
         "grad_mode": args.grad_mode,
         "compute_dtype": args.compute_dtype, "stop_reason": history.stop_reason, "out": str(out),
         "augment": args.augment, "schedule": args.schedule, "label_smoothing": args.label_smoothing,
-        "mixup": args.mixup, "cutmix": args.cutmix,
+        "mixup": args.mixup, "cutmix": args.cutmix, "tta": args.tta,
     }
+
+
+def _tta_figures(tta, args, ts, val, test) -> dict:
+    """Validation and test figures of the trained model with --tta's views (``fnn.layers.with_tta``),
+    to report beside the plain ones: the validation figure is the one to decide by."""
+    from fnn.train import echo, evaluate
+
+    loss = loss_fn(args.loss)
+    t = evaluate(tta, loss, ts.params, ts.state, *test)
+    v = None if val is None else evaluate(tta, loss, ts.params, ts.state, *val)["accuracy"]
+    echo(f"test with test-time augmentation {args.tta}: loss {t['loss']:.4f}, accuracy {t['accuracy']:.4f}"
+         + ("" if v is None else f" (validation accuracy {v:.4f})"), file=sys.stderr if args.json else sys.stdout)
+    return {"val_accuracy_tta": v, "test_accuracy_tta": t["accuracy"], "test_loss_tta": t["loss"]}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -185,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
         trained = augmented(trained, args, x_train)
         loss = training_loss(args)
         mix = batch_mixer(args, num_classes)
+        tta = tta_model("fnn train", model, args.tta, scaler, tuple(x_train.shape[1:]))
     except _Exit as e:
         _log(str(e))
         return e.code
@@ -219,7 +243,8 @@ def run(args: argparse.Namespace) -> int:
     save_params(out / MODEL_FILE, ts.params, ts.state,
                 metadata={**metadata, "test_accuracy": result["accuracy"], "test_loss": result["loss"]})
     written = [MODEL_FILE] + _write_outputs(args, out, ds, history, result)
-    report = _report(args, out, ds, history, result, wall0)
+    report = {**_report(args, out, ds, history, result, wall0),
+              **(_tta_figures(tta, args, ts, val, (x_test, y_test)) if tta is not None else {})}
     (out / RESULTS_FILE).write_text(json.dumps(report, indent=2) + "\n")
     written.append(RESULTS_FILE)
     write_report(out / "report.html", history, {**report, "confusion": result["confusion"]}, summary=model_summary,

@@ -24,6 +24,7 @@ from fnn.layers.pool import (
     MinPool3D,
 )
 from fnn.layers.reshape import Flatten, Reshape
+from fnn.layers.tta import Flip, Shift, tta_views, with_tta
 
 __all__ = [
     "Dense", "Maxout", "Conv", "Conv1D", "Conv2D", "Conv3D", "MaxPool", "AvgPool", "MinPool", "GlobalAvgPool",
@@ -31,4 +32,5 @@ __all__ = [
     "BatchNorm", "Dropout", "Flatten", "Reshape", "Relu", "LeakyRelu", "Elu", "Gelu", "Sigmoid", "Tanh",
     "Softmax", "LogSoftmax", "serial", "Residual", "Shared", "run_serial",
     "RandomCrop", "RandomHorizontalFlip", "RandomErasing", "with_augmentation",
+    "Flip", "Shift", "tta_views", "with_tta",
 ]
