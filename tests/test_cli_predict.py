@@ -135,6 +135,13 @@ def test_test_time_augmentation_in_train_evaluate_and_predict(run_dir, capsys):
     assert report["accuracy"] == results["test_accuracy_tta"] and report["tta"] == "flip,shift"
     assert report["loss"] == pytest.approx(results["test_loss_tta"], rel=1e-6)
     assert report["accuracy_without_tta"] == results["test_accuracy"]
+    code, out, err = _cli(capsys, "evaluate", "--checkpoint", str(run_dir), "--split", "val", "--tta", "flip,shift",
+                          "--json", "--no-download")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["split"] == "val" and report["num_examples"] == 26  # 10% of --limit 256
+    assert report["accuracy"] == results["val_accuracy_tta"]
+    assert report["accuracy_without_tta"] == results["val_accuracy"]  # fit's last validation figure
     code, out, err = _cli(capsys, "predict", "--checkpoint", str(run_dir), "--tta", "flip", "--limit", "20",
                           "--top-k", "10", "--json", "--no-download")
     assert code == 0, err
@@ -173,6 +180,10 @@ def test_predict_and_evaluate_errors(run_dir, capsys, tmp_path):
     _, params, state = model.init(jax.random.key(0), (28, 28, 1))
     checkpoint.save_params(tmp_path / "bare.fnn", params, state)  # fit-style: no fnn train metadata
     checkpoint.save(tmp_path / "old.fnn", {"train_state": params}, metadata={"model": "serial", "epoch": 1})
+    meta = checkpoint.read_metadata(run_dir / "model.fnn")
+    del meta["split"]  # as fnn train wrote before it recorded the split
+    trained = load_trained("test", run_dir)
+    checkpoint.save_params(tmp_path / "nosplit.fnn", trained.params, trained.state, metadata=meta)
     cases = [
         (["predict", "--checkpoint", str(tmp_path / "missing.fnn")], 1, "no checkpoint at .*missing.fnn"),
         (["evaluate", "--checkpoint", str(tmp_path)], 1, "directory without model.fnn or checkpoint.fnn"),
@@ -185,6 +196,10 @@ def test_predict_and_evaluate_errors(run_dir, capsys, tmp_path):
         (["predict", "--checkpoint", str(run_dir), "--input", str(tmp_path / "nothing.npy")], 1, "no file at"),
         (["predict", "--checkpoint", str(run_dir), "--index", "5000", "--no-download"], 2,
          "--index 5000 is out of range for 1000 images"),
+        (["evaluate", "--checkpoint", str(tmp_path / "nosplit.fnn"), "--split", "val", "--no-download"], 2,
+         "does not record fnn train's split .*pass the --seed and --val-fraction"),
+        (["evaluate", "--checkpoint", str(run_dir), "--split", "val", "--dataset", "mnist"], 2,
+         "--split val: the model was trained on fashion-mnist, not mnist"),
         (["evaluate", "--checkpoint", str(run_dir), "--tta", "flip,rotate"], 2,
          r"--tta: tta_views: each name must be one of \['flip', 'shift'\], got 'rotate'"),
         (["train", "--model", "mlp", "--epochs", "1", "--out", str(tmp_path / "never"), "--tta", "flip,flip"], 2,

@@ -59,13 +59,16 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, model
 
 
 def run_metadata(model_name: str, input_shape, class_names, dataset: str, scaler, *,
-                 loss: str = "softmax_cross_entropy", model_args: dict | None = None) -> dict:
+                 loss: str = "softmax_cross_entropy", model_args: dict | None = None,
+                 split: dict | None = None) -> dict:
     """The checkpoint metadata that rebuilds the model and its input pipeline (JSON-serializable).
 
     ``model``: the builder (``build_model``), its arguments (``kwargs``: --model-args) and the loss (which may append an
     output layer, ``fnn.cli._losses``); ``input_shape``: one example,
     e.g. [28, 28, 1]; ``class_names``; ``standardizer``: the training split's statistics, applied
-    as ``(x - mean) / (std + eps)`` to raw pixel values (``fnn.data.Standardizer``).
+    as ``(x - mean) / (std + eps)`` to raw pixel values (``fnn.data.Standardizer``); ``split``: the
+    ``split_training`` arguments (seed, val_fraction, limit), so ``fnn evaluate --split val`` finds
+    the validation images again.
     """
     import fnn
 
@@ -74,7 +77,8 @@ def run_metadata(model_name: str, input_shape, class_names, dataset: str, scaler
             "dataset": dataset,
             "model": {"builder": "fnn train", "name": model_name, "input_shape": shape,
                       "num_classes": len(class_names), "loss": loss, "kwargs": dict(model_args or {})},
-            "standardizer": {"mean": np.asarray(scaler.mean).tolist(), "std": np.asarray(scaler.std).tolist()}}
+            "standardizer": {"mean": np.asarray(scaler.mean).tolist(), "std": np.asarray(scaler.std).tolist()},
+            "split": dict(split or {})}
 
 
 def loss_name(meta: dict) -> str:
@@ -195,25 +199,38 @@ def load_dataset(prog: str, name: str, data_dir: Path | None, download: bool):
         raise _Exit(1, f"{prog}: error: {e}") from None
 
 
-def load_data(args):
-    """(ds, train, val or None, test, fit_key, scaler) for ``fnn train`` and ``fnn lr-find``: the
-    split, then standardized with the training split's statistics only (the Standardizer `scaler`)."""
+def split_training(prog: str, x, y, *, seed: int, val_fraction: float, limit: int | None):
+    """``fnn train``'s split of the training images: the first `limit` of them (all when None),
+    then `val_fraction` held out with the first key of ``split(key(seed))``.
+
+    Returns ``((x_train, y_train), (x_val, y_val) or None, fit_key)``; fit_key is the second key.
+    """
     import jax
 
     from fnn import data
 
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    split_key, fit_key = jax.random.split(jax.random.key(seed))
+    if val_fraction <= 0:
+        return (x, y), None, fit_key
+    try:
+        train, val = data.train_val_split(x, y, val_fraction, key=split_key)
+    except ValueError as e:
+        raise _Exit(2, f"{prog}: error: {e}") from None
+    return train, val, fit_key
+
+
+def load_data(args):
+    """(ds, train, val or None, test, fit_key, scaler) for ``fnn train`` and ``fnn lr-find``: the
+    split, then standardized with the training split's statistics only (the Standardizer `scaler`)."""
+    from fnn import data
+
     prog = f"fnn {args.command}"
     ds = load_dataset(prog, args.dataset, args.data_dir, download=not args.no_download)
-    (x_train, y_train), (x_test, y_test) = ds.train, ds.test
-    if args.limit is not None:
-        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
-    split_key, fit_key = jax.random.split(jax.random.key(args.seed))
-    val = None
-    if args.val_fraction > 0:
-        try:
-            (x_train, y_train), val = data.train_val_split(x_train, y_train, args.val_fraction, key=split_key)
-        except ValueError as e:
-            raise _Exit(2, f"{prog}: error: {e}") from None
+    (x_train, y_train), val, fit_key = split_training(prog, *ds.train, seed=args.seed,
+                                                      val_fraction=args.val_fraction, limit=args.limit)
+    x_test, y_test = ds.test
     scaler = data.Standardizer.fit(x_train, per=args.standardize)
     if val is not None:
         val = (scaler.apply(val[0]), val[1])

@@ -1,6 +1,7 @@
 """``fnn evaluate``: test-set loss, accuracy and confusion matrix of a model trained by ``fnn train``.
 
-With ``--tta flip,shift`` the model's outputs are averaged over views of each image
+``--split val`` scores the validation images ``fnn train`` held out instead (the split is
+recorded in the checkpoint). With ``--tta flip,shift`` the model's outputs are averaged over views of each image
 (``fnn.layers.with_tta``); the figures without it are reported beside them.
 
 Everything the evaluation needs (model, parameters, Standardizer statistics, class names) is
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from fnn.cli._args import _Exit, _log, _positive_int, format_confusion
+from fnn.cli._args import _Exit, _fraction, _log, _positive_int, format_confusion
 from fnn.cli._losses import loss_fn, targets
 from fnn.cli._trained import (
     add_checkpoint_arguments,
@@ -21,6 +22,7 @@ from fnn.cli._trained import (
     load_dataset,
     load_trained,
     loss_name,
+    split_training,
     tta_model,
 )
 
@@ -35,9 +37,34 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "loss, accuracy and confusion matrix, from the checkpoint alone.")
     add_checkpoint_arguments(p)
     p.add_argument("--limit", type=_positive_int, default=None, metavar="N",
-                   help="evaluate only the first N test images (smoke runs)")
+                   help="evaluate only the first N images of the split (smoke runs)")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="the test split, or the validation images fnn train held out (its seed, --val-fraction "
+                        "and --limit are read from the checkpoint) (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="with --split val: fnn train's --seed, for checkpoints that do not record it")
+    p.add_argument("--val-fraction", type=_fraction, default=None,
+                   help="with --split val: fnn train's --val-fraction, for checkpoints that do not record it")
     add_tta_argument(p)
     p.set_defaults(run=run)
+
+
+def _recorded_split(args, trained) -> dict:
+    """``split_training``'s arguments for --split val: fnn train's split, from the checkpoint's
+    metadata (or --seed / --val-fraction), checked before any data is loaded."""
+    recorded = trained.metadata.get("split") or {}
+    if args.dataset is not None and args.dataset != trained.metadata.get("dataset"):
+        raise _Exit(2, f"{PROG}: error: --split val: the model was trained on {trained.metadata.get('dataset')}, "
+                       f"not {args.dataset}")
+    seed = args.seed if args.seed is not None else recorded.get("seed")
+    fraction = args.val_fraction if args.val_fraction is not None else recorded.get("val_fraction")
+    if seed is None or fraction is None:
+        raise _Exit(2, f"{PROG}: error: --split val: {trained.path} does not record fnn train's split (older "
+                       f"fnn); pass the --seed and --val-fraction it was trained with")
+    if not fraction:
+        raise _Exit(2, f"{PROG}: error: --split val: the model was trained without a validation split "
+                       f"(--val-fraction 0)")
+    return {"seed": int(seed), "val_fraction": float(fraction), "limit": recorded.get("limit")}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,9 +74,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         trained = load_trained(PROG, args.checkpoint)
         tta = tta_model(PROG, trained.model, args.tta, trained.scaler, trained.input_shape)
+        split = _recorded_split(args, trained) if args.split == "val" else None
         ds = load_dataset(PROG, args.dataset or trained.metadata.get("dataset", "fashion-mnist"), args.data_dir,
                           download=not args.no_download)
-        x, y = ds.test
+        x, y = ds.test if split is None else split_training(PROG, *ds.train, **split)[1]
         if args.limit is not None:
             x, y = x[:args.limit], y[:args.limit]
         if tuple(x.shape[1:]) != trained.input_shape:
@@ -67,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:  # labels outside the model's classes: a data set the model was not trained on
         _log(f"{PROG}: error: {e}")
         return 2
-    report = {"checkpoint": str(trained.path), "dataset": ds.name, "sample_data": ds.is_sample,
+    report = {"checkpoint": str(trained.path), "dataset": ds.name, "split": args.split, "sample_data": ds.is_sample,
               "num_examples": result["num_examples"], "loss": result["loss"], "accuracy": result["accuracy"],
               "confusion": result["confusion"].tolist(), "class_names": list(trained.class_names),
               "tta": args.tta, "loss_without_tta": plain["loss"], "accuracy_without_tta": plain["accuracy"]}
@@ -77,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     source = "embedded sample" if ds.is_sample else ds.source
     with_tta = "" if tta is None else (f" with test-time augmentation {args.tta} (without: loss "
                                        f"{plain['loss']:.4f}, accuracy {plain['accuracy']:.4f})")
-    print(f"{trained.path} on {ds.name} ({source}), {result['num_examples']} test images: "
+    images = "test images" if args.split == "test" else "validation images (held out by fnn train)"
+    print(f"{trained.path} on {ds.name} ({source}), {result['num_examples']} {images}: "
           f"loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}{with_tta}", flush=True)
     print(format_confusion(result["confusion"], trained.class_names), flush=True)
     return 0

@@ -216,7 +216,8 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model_summary = summary(model, tuple(x_train.shape[1:]))
     metadata = run_metadata(args.model, x_train.shape[1:], CLASS_NAMES[ds.name], ds.name, scaler, loss=args.loss,
-                            model_args=args.model_args)
+                            model_args=args.model_args,
+                            split={"seed": args.seed, "val_fraction": args.val_fraction, "limit": args.limit})
     mixing = f", {mix.kind} {mix.alpha:g}" if mix else ""
     _log(f"fnn train: {args.model} on {ds.name} ({'embedded sample' if ds.is_sample else ds.source}): "
          f"{len(x_train)} train, {0 if val is None else len(val[0])} validation, {len(x_test)} test "
