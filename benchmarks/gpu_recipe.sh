@@ -9,10 +9,11 @@
 # run for 2 epochs side by side, and the main runs then get as many epochs as fit in BUDGET_S
 # (default 540) at the slowest probe's pace, at most MAX_EPOCHS (200). Everything is written to
 # OUT_DIR: recipe.log (all output), results.jsonl (one `fnn train --json` line per run, with its
-# model, seed, epochs), runs.tar.gz (each run's history.jsonl, results.json, curves.png).
+# model, seed, epochs; with test-time augmentation figures, --tta flip,shift), runs.tar.gz (each
+# run's history.jsonl, results.json, curves.png and model.fnn, for fnn evaluate and fnn predict).
 # --quick: a CPU smoke test (600 training images, 2 epochs).
 set -u -o pipefail
-if [ $# -lt 2 ]; then sed -n '2,13p' "$0"; exit 2; fi
+if [ $# -lt 2 ]; then sed -n '2,14p' "$0"; exit 2; fi
 DATA=$1; OUT=$2; shift 2
 BUDGET=540; QUICK=""
 for a in "$@"; do
@@ -34,7 +35,7 @@ elapsed() { echo $(( $(date +%s) - T0 )); }
 IFS=";" read -r -a RUNS <<<"${RUNS_SPEC:-bn_vgg_wide 0;bn_vgg_wide 1;bn_vgg 0;bn_vgg 1}"
 RECIPE=(--dataset fashion-mnist --data-dir "$DATA" --no-download --batch-size 128 --optimizer nesterov
         --lr 0.1 --weight-decay 5e-4 --schedule onecycle --augment crop,flip,erase --label-smoothing 0.1
-        --no-progress --json)
+        --tta flip,shift --no-progress --json)
 [ -n "$QUICK" ] && RECIPE+=(--limit 600)
 # shellcheck disable=SC2206
 RECIPE+=(${EXTRA:-})
@@ -99,7 +100,7 @@ for d in "$WORK"/main/*/; do
   else
     echo "# $name: no result (cut short?); last lines of stderr:"; tail -n 5 "$d/stderr"
   fi
-  rm -f "$d"/*.fnn
+  rm -f "$d/checkpoint.fnn"  # the resumable state is 3x the model; model.fnn comes back
 done
 tar -czf "$OUT/runs.tar.gz" -C "$WORK" main
 echo "## done at $(elapsed) s"

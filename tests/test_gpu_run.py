@@ -147,6 +147,8 @@ def test_gpu_recipe_quick_on_cpu(tmp_path):
     assert results["bn_vgg_seed0"]["label_smoothing"] == 0.1   # the recipe's
     assert results["bn_vgg_seed1_--label-smoothing_0.2"]["label_smoothing"] == 0.2
     assert all(r["epochs"] == 2 and r["model"] == "bn_vgg" for r in results.values())
+    assert all(r["tta"] == "flip,shift" and 0 < r["test_accuracy_tta"] <= 1 for r in results.values())
     with tarfile.open(out / "runs.tar.gz") as tar:
         names = tar.getnames()
-    assert "main/bn_vgg_seed0/history.jsonl" in names and not any(n.endswith(".fnn") for n in names)
+    assert "main/bn_vgg_seed0/history.jsonl" in names and "main/bn_vgg_seed0/model.fnn" in names
+    assert not any(n.endswith("checkpoint.fnn") for n in names)
