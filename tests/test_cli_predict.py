@@ -198,6 +198,7 @@ def test_predict_and_evaluate_errors(run_dir, capsys, tmp_path):
          "--index 5000 is out of range for 1000 images"),
         (["evaluate", "--checkpoint", str(tmp_path / "nosplit.fnn"), "--split", "val", "--no-download"], 2,
          "does not record fnn train's split .*pass the --seed and --val-fraction"),
+        (["evaluate", "--checkpoint", str(run_dir), "--seed", "3"], 2, "give them with --split val"),
         (["evaluate", "--checkpoint", str(run_dir), "--split", "val", "--dataset", "mnist"], 2,
          "--split val: the model was trained on fashion-mnist, not mnist"),
         (["evaluate", "--checkpoint", str(run_dir), "--tta", "flip,rotate"], 2,

@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         trained = load_trained(PROG, args.checkpoint)
         tta = tta_model(PROG, trained.model, args.tta, trained.scaler, trained.input_shape)
+        if args.split == "test" and (args.seed is not None or args.val_fraction is not None):
+            raise _Exit(2, f"{PROG}: error: --seed and --val-fraction find fnn train's validation split: "
+                           f"give them with --split val")
         split = _recorded_split(args, trained) if args.split == "val" else None
         ds = load_dataset(PROG, args.dataset or trained.metadata.get("dataset", "fashion-mnist"), args.data_dir,
                           download=not args.no_download)

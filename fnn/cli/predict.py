@@ -138,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"checkpoint": str(trained.path), "source": source, "tta": args.tta,
                           "predictions": rows}), flush=True)
     else:
-        print(f"{trained.path}: {len(rows)} images of {source}", flush=True)
+        tta = "" if args.tta is None else f", outputs averaged over the views {args.tta} (--tta)"
+        print(f"{trained.path}: {len(rows)} images of {source}{tta}", flush=True)
         print(_text(rows), flush=True)
     return 0
