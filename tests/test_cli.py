@@ -64,6 +64,38 @@ def test_train_lists_only_the_files_it_wrote(tmp_path, capsys):
     assert {"history.jsonl", "results.json"} <= set(listed) and "checkpoint.fnn" not in listed
 
 
+def test_interrupted_train_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during fit: exit 130 and a line naming checkpoint.fnn and --resume (no traceback);
+    the same command with --resume then finishes the run."""
+    import fnn.train
+    from fnn.train import FunctionCallback
+
+    real_fit = fnn.train.fit
+
+    def interrupt_at_epoch_2(epoch, ts, record):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    def fit_then_interrupt(*args, callbacks=(), **kwargs):
+        return real_fit(*args, callbacks=[*callbacks, FunctionCallback(interrupt_at_epoch_2)], **kwargs)
+
+    out = tmp_path / "run"
+    argv = ["train", "--model", "mlp", "--epochs", "3", "--limit", "256", "--out", str(out), "--no-progress",
+            "--no-download", "--batch-size", "64"]
+    monkeypatch.setattr(fnn.train, "fit", fit_then_interrupt)
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 130
+    assert f"fnn train: interrupted; {out / 'checkpoint.fnn'} holds the last finished epoch: run the same " \
+           f"command with --resume to continue" in err
+    assert (out / "checkpoint.fnn").exists() and not (out / "results.json").exists()
+    monkeypatch.setattr(fnn.train, "fit", real_fit)
+    assert main(argv + ["--resume"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split()[0] == "2"  # it continued after the saved epoch 1, it did not start again
+    assert History.load_jsonl(out / "history.jsonl")["epoch"] == [1, 2, 3]
+
+
 def test_train_record_every(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "--model", "mlp", "--epochs", "1", "--limit", "512", "--out", str(out),

@@ -233,6 +233,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         _log(f"fnn train: error: {e}")
         return 2
+    except KeyboardInterrupt:
+        again = "run the same command again" if args.resume else "run the same command with --resume"
+        _log(f"fnn train: interrupted; {out / 'checkpoint.fnn'} holds the last finished epoch: {again} to continue")
+        return 130
     if history.stop_reason:
         _log(f"fnn train: {history.stop_reason}")
 
