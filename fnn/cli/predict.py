@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"checkpoint": str(trained.path), "source": source, "tta": args.tta,
                           "predictions": rows}), flush=True)
     else:
-        tta = "" if args.tta is None else f", outputs averaged over the views {args.tta} (--tta)"
-        print(f"{trained.path}: {len(rows)} images of {source}{tta}", flush=True)
+        views = "" if args.tta is None else f", outputs averaged over the views {args.tta} (--tta)"
+        print(f"{trained.path}: {len(rows)} images of {source}{views}", flush=True)
         print(_text(rows), flush=True)
     return 0

@@ -17,18 +17,21 @@ Views are deterministic and act on channels-last images x: (N, H, W, C). Each is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import operator
 
 import jax
 import jax.numpy as jnp
 
 from fnn.core import Layer, check_choice, check_range, fmt_shape, layer_bwd, layer_fwd
+from fnn.layers.augment import _check_images
 from fnn.typing import Array
 
 
-def _check_images(name: str, shape) -> None:
-    if len(shape) != 4:
-        raise ValueError(f"{name}: expected x of shape (N, H, W, C) (channels-last images), got {fmt_shape(shape)}")
+def _total(xs):
+    """x0 + x1 + ... in that order."""
+    return functools.reduce(operator.add, xs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +59,7 @@ class Shift:
     fill: float = 0.0
 
     def _moved(self, x: Array, dy: int, dx: int, fill: float) -> Array:
-        _check_images(f"Shift({dy}, {dx})", jnp.shape(x))
+        _check_images(f"Shift({dy}, {dx})", x)
         _, h, w, _ = x.shape
         if abs(dy) >= h or abs(dx) >= w:
             raise ValueError(f"Shift({dy}, {dx}): the move must be smaller than the image, got images of "
@@ -122,30 +125,31 @@ def with_tta(model: Layer, views: tuple[View, ...]) -> Layer:
     name, n = f"with_tta({model.name}, {len(views)} views)", len(views)
 
     def init(key, input_shape):
-        _check_images(name, (None,) + tuple(input_shape))
+        if len(tuple(input_shape)) != 3:
+            raise ValueError(f"{name}: expected x of shape (N, H, W, C) (channels-last images), got "
+                             f"{fmt_shape((None, *input_shape))}")
         return model.init(key, input_shape)
 
     def fwd(params, state, x, *, key=None, train=False):
         if train:
             return layer_fwd(model, params, state, x, key=key, train=True)
-        _check_images(name, jnp.shape(x))
+        _check_images(name, x)
         outs = [layer_fwd(model, params, state, v(x), key=key, train=False) for v in views]
-        return sum((o[0] for o in outs[1:]), outs[0][0]) / n, outs[0][1], tuple(o[2] for o in outs)
+        return _total(o[0] for o in outs) / n, outs[0][1], tuple(o[2] for o in outs)
 
     def bwd(params, state, saved, dy, *, key=None, train=False):
         if train:
             return layer_bwd(model, params, state, saved, dy, key=key, train=True)
         grads = [layer_bwd(model, params, state, s, dy / n, key=key, train=False) for s in saved]
-        dparams = jax.tree_util.tree_map(lambda *g: sum(g[1:], g[0]), *(g[0] for g in grads))
-        dx = sum((v.transpose(g[1]) for v, g in zip(views[1:], grads[1:])), views[0].transpose(grads[0][1]))
-        return dparams, dx
+        dparams = jax.tree_util.tree_map(lambda *g: _total(g), *(g[0] for g in grads))
+        return dparams, _total(v.transpose(g[1]) for v, g in zip(views, grads))
 
     def apply(params, state, x, *, key=None, train=False):
         if train:
             return model.apply(params, state, x, key=key, train=True)
-        _check_images(name, jnp.shape(x))
+        _check_images(name, x)
         outs = [model.apply(params, state, v(x), key=key, train=False) for v in views]
-        return sum((o[0] for o in outs[1:]), outs[0][0]) / n, outs[0][1]
+        return _total(o[0] for o in outs) / n, outs[0][1]
 
     def backward(params, state, x, dy, *, key=None, train=False):
         return bwd(params, state, fwd(params, state, x, key=key, train=train)[2], dy, key=key, train=train)
