@@ -17,7 +17,8 @@ from fnn.train import History
 
 
 def _args(**kw):
-    base = dict(epochs=4, lr=0.1, schedule="constant", warmup_epochs=0.0, augment="none", crop_padding=2)
+    base = dict(epochs=4, lr=0.1, schedule="constant", warmup_epochs=0.0, augment="none", crop_padding=2,
+                swa=None, swa_lr=None)
     return argparse.Namespace(**{**base, **kw})
 
 

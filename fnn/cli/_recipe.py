@@ -32,6 +32,12 @@ def add_recipe_arguments(t: argparse.ArgumentParser) -> None:
                         "EPS/classes (fnn.losses.label_smoothing); the train and validation losses are the "
                         "smoothed loss, the test loss the plain one, as fnn evaluate reports it "
                         "(default: %(default)s)")
+    t.add_argument("--swa", type=_positive_int, default=None, metavar="START",
+                   help="stochastic weight averaging (fnn.train.SWA): --schedule spans the first START "
+                        "epochs, then --swa-lr holds until --epochs; the model saved and tested is the mean of "
+                        "the weights after epochs START+1..--epochs, with BatchNorm statistics recomputed")
+    t.add_argument("--swa-lr", type=_positive_float, default=None, metavar="LR",
+                   help="the constant learning rate of the --swa epochs (default: --lr / 10)")
     mix = t.add_mutually_exclusive_group()
     mix.add_argument("--mixup", type=_positive_float, default=None, metavar="ALPHA",
                      help="mixup: each training image blended with another of its batch, labels likewise, "
@@ -73,12 +79,34 @@ def training_loss(args: argparse.Namespace) -> Loss:
 
 
 def learning_rate(args: argparse.Namespace, steps_per_epoch: int) -> Any:
-    """--lr, or the schedule of --schedule/--warmup-epochs over epochs x steps_per_epoch steps."""
+    """--lr, or the schedule of --schedule/--warmup-epochs over epochs x steps_per_epoch steps;
+    with --swa START, over START epochs, then --swa-lr."""
     from fnn import optim
-    total, warmup = args.epochs * steps_per_epoch, round(args.warmup_epochs * steps_per_epoch)
+    if args.swa is None:
+        return _schedule(args, args.epochs, steps_per_epoch, f"--epochs {args.epochs}")
+    if args.swa >= args.epochs:
+        raise _Exit(2, f"fnn train: error: --swa {args.swa} must be below --epochs {args.epochs} "
+                       f"(the schedule's epochs, then the averaged ones)")
+    swa_lr = args.lr / 10 if args.swa_lr is None else args.swa_lr
+    first = _schedule(args, args.swa, steps_per_epoch, f"--swa {args.swa}")
+    first = first if callable(first) else optim.constant_schedule(first)
+    return optim.join([first, optim.constant_schedule(swa_lr)], [args.swa * steps_per_epoch])
+
+
+def swa_callback(args: argparse.Namespace) -> list:
+    """[fnn.train.SWA(--swa)], or [] without --swa."""
+    if args.swa is None:
+        return []
+    from fnn.train.averaging import SWA
+    return [SWA(args.swa)]
+
+
+def _schedule(args: argparse.Namespace, epochs: int, steps_per_epoch: int, span: str) -> Any:
+    from fnn import optim
+    total, warmup = epochs * steps_per_epoch, round(args.warmup_epochs * steps_per_epoch)
     if warmup >= total:
         raise _Exit(2, f"fnn train: error: --warmup-epochs {args.warmup_epochs:g} ({warmup} steps) must be "
-                       f"shorter than the {total} steps of --epochs {args.epochs}")
+                       f"shorter than the {total} steps of {span}")
     if args.schedule == "onecycle":
         try:
             return optim.one_cycle(total, args.lr, pct_start=warmup / total if warmup else 0.3)

@@ -32,7 +32,14 @@ from fnn.cli._args import (
     format_confusion,
 )
 from fnn.cli._losses import DEFAULT, LOSSES, loss_fn, targets, with_output
-from fnn.cli._recipe import add_recipe_arguments, augmented, batch_mixer, learning_rate, training_loss
+from fnn.cli._recipe import (
+    add_recipe_arguments,
+    augmented,
+    batch_mixer,
+    learning_rate,
+    swa_callback,
+    training_loss,
+)
 from fnn.cli._trained import (
     HISTORY_FILE,
     MODEL_FILE,
@@ -173,6 +180,22 @@ def _report(args, out: Path, ds, history, result, wall0: float) -> dict:
     }
 
 
+def _swa_figures(args, model, ts, val, history) -> dict:
+    """With --swa: the averaged model's validation accuracy (the History's rows are the trained
+    weights'), logged beside the last epoch's."""
+    from fnn.train import evaluate
+    if args.swa is None:
+        return {}
+    averaged = max(len(history) - args.swa, 0)
+    v = None if val is None else evaluate(model, loss_fn(args.loss), ts.params, ts.state, *val)["accuracy"]
+    last = history.records[-1]["val_accuracy"] if len(history) else None
+    if v is not None and last is not None:
+        _log(f"fnn train: SWA: the mean of the weights after epochs {args.swa + 1}-{len(history)}: validation "
+             f"accuracy {v:.4f} (the last epoch's weights: {last:.4f})")
+    return {"swa": args.swa, "swa_lr": args.lr / 10 if args.swa_lr is None else args.swa_lr,
+            "swa_epochs": averaged, "val_accuracy_swa": v}
+
+
 def _tta_figures(tta, args, ts, val, test) -> dict:
     """Validation and test figures of the trained model with --tta's views (``fnn.layers.with_tta``),
     to report beside the plain ones: the validation figure is the one to decide by."""
@@ -229,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
         ts, history = fit(trained, loss, _build_optimizer(args, lr), (x_train, y_train),
                           epochs=args.epochs, batch_size=args.batch_size, key=fit_key, val_data=val,
                           fused=not args.per_step, grad_mode=args.grad_mode,
-                          callbacks=_callbacks(args, out, metadata, lr) + ([mix] if mix else []))
+                          callbacks=_callbacks(args, out, metadata, lr) + ([mix] if mix else []) + swa_callback(args))
     except ValueError as e:
         _log(f"fnn train: error: {e}")
         return 2
@@ -240,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
     if history.stop_reason:
         _log(f"fnn train: {history.stop_reason}")
 
+    swa = _swa_figures(args, model, ts, val, history)
     result = evaluate(model, loss_fn(args.loss), ts.params, ts.state, x_test, y_test)
     summary_file = sys.stderr if args.json else sys.stdout
     echo(f"test: loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f} "
@@ -248,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
     save_params(out / MODEL_FILE, ts.params, ts.state,
                 metadata={**metadata, "test_accuracy": result["accuracy"], "test_loss": result["loss"]})
     written = [MODEL_FILE] + _write_outputs(args, out, ds, history, result)
-    report = {**_report(args, out, ds, history, result, wall0),
+    report = {**_report(args, out, ds, history, result, wall0), **swa,
               **(_tta_figures(tta, args, ts, val, (x_test, y_test)) if tta is not None else {})}
     (out / RESULTS_FILE).write_text(json.dumps(report, indent=2) + "\n")
     written.append(RESULTS_FILE)

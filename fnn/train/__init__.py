@@ -21,9 +21,11 @@ Modules: ``state`` (TrainState), ``step`` (train_step, masked losses, metrics), 
 compiled epoch and the per-step program), ``evaluate``, ``history``, ``callbacks``, ``probe``
 (per-layer activation statistics), ``locate`` (finding the first NaN), ``progress``, ``fit``,
 ``tensorboard`` (TensorBoard event files, written without TensorFlow), ``mixing`` (mixup and
-CutMix, ``fit(..., callbacks=[mixup(0.2, num_classes=10)])``).
+CutMix, ``fit(..., callbacks=[mixup(0.2, num_classes=10)])``), ``averaging`` (stochastic weight
+averaging, ``SWA``, and ``recompute_batch_stats``).
 """
 
+from fnn.train.averaging import SWA, recompute_batch_stats
 from fnn.train.callbacks import (
     CHECKPOINT_NAME,
     Callback,
@@ -52,5 +54,5 @@ __all__ = [
     "History", "FIELDS", "STEP_FIELDS", "ACTIVATION_FIELDS", "table_header", "table_row", "fit",
     "Callback", "Run", "FunctionCallback", "NanGuard", "ReduceLROnPlateau", "EarlyStopping", "LearningRateLog",
     "StepRecorder", "Progress", "Checkpoint", "CHECKPOINT_NAME", "echo", "TensorBoard", "EventWriter",
-    "Mixer", "mixup", "cutmix",
+    "Mixer", "mixup", "cutmix", "SWA", "recompute_batch_stats",
 ]

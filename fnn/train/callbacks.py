@@ -17,8 +17,9 @@ StepRecorder 5, LearningRateLog 8, ReduceLROnPlateau 10, EarlyStopping 20, Progr
 user's 50, TensorBoard 85 (``fnn.train.tensorboard``), Checkpoint 90 (it saves what the others
 decided). A callback with state that must
 survive a resume implements ``checkpoint_state(run) -> (arrays, json)`` and
-``restore_state(run, arrays, json)``. A plain function ``cb(epoch, ts, record) -> stop?`` is
-accepted too and runs as a user callback.
+``restore_state(run, arrays, json)``; one that may meet a checkpoint saved without it (``SWA``)
+also implements ``restore_absent(run, epoch)``, which raises if it cannot start from there.
+A plain function ``cb(epoch, ts, record) -> stop?`` is accepted too and runs as a user callback.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Run:
       sums: the epoch's ``EpochSums`` on the host; per_step: the stacked per-step outputs
         (with a StepRecorder) on the host; backup: the TrainState from before the epoch.
       place: puts a pytree where the loop keeps its state (replicated over a mesh).
+      train_data: the ``(x, y)`` arrays given to ``fit`` (``SWA`` recomputes BatchNorm statistics on x).
       locate(ts, first_bad) -> str: re-runs the epoch from `ts` up to its first bad step and
         that step eagerly under ``jax.debug_nans``; names the first primitive making NaN/Inf.
     """
@@ -84,6 +86,7 @@ class Run:
     backup: Any
     place: Callable[[PyTree], PyTree]
     locate: Any
+    train_data: Any
     # The settings of the fit call.
     model: Layer
     loss: Loss
@@ -99,7 +102,7 @@ class Run:
         self.epoch, self.start_epoch, self.lr_scale, self.stop_reason = 0, 0, 1.0, None
         self.record, self.monitored, self.sums, self.per_step, self.backup = None, math.inf, None, None, None
         self.place = lambda tree: tree
-        self.locate = None
+        self.locate, self.train_data = None, None
         self.__dict__.update(fields)
 
 
@@ -363,11 +366,16 @@ class Checkpoint(Callback):
             return
         stateful = self._stateful(run)
         meta = ckpt.read_metadata(self.path)
+        saved = meta.get("callbacks", {})
+        for k, cb in stateful.items():  # saved by a run without this callback: it decides whether that is fine
+            if k not in saved and hasattr(cb, "restore_absent"):
+                cb.restore_absent(run, int(meta["epoch"]))
+        stateful = {k: cb for k, cb in stateful.items() if k in saved or not hasattr(cb, "restore_absent")}
         like = {"train_state": run.ts, "callbacks": {k: cb.checkpoint_state(run)[0] for k, cb in stateful.items()}}
         restored = ckpt.restore(self.path, like)
         run.ts = restored["train_state"]
         for k, cb in stateful.items():
-            cb.restore_state(run, restored["callbacks"][k], meta.get("callbacks", {}).get(k, {}))
+            cb.restore_state(run, restored["callbacks"][k], saved.get(k, {}))
         history = History(meta.get("history", []))
         history.layer_names, history.activation_names = run.history.layer_names, run.history.activation_names
         run.history, run.start_epoch = history, int(meta["epoch"])

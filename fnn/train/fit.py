@@ -137,7 +137,8 @@ def fit(model: Layer, loss: Loss, optimizer: Optimizer, train_data: Data, *, epo
         raise ValueError(f"{name}: at most one mixer (mixup or cutmix), got {len(mixers)}")
     steps = n // batch_size if remainder == "drop" else -(-n // batch_size)
     run = Run(model=model, loss=loss, optimizer=optimizer, grad_mode=grad_mode, batch_size=batch_size,
-              epochs=epochs, steps_per_epoch=steps, fused=fused, ts=ts, history=History(), callbacks=callbacks)
+              epochs=epochs, steps_per_epoch=steps, fused=fused, ts=ts, history=History(), callbacks=callbacks,
+              train_data=(x, y))
     for cb in callbacks:
         cb.on_fit_start(run)
 
