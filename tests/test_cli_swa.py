@@ -32,6 +32,7 @@ def test_the_schedule_spans_swa_epochs_then_the_swa_lr_holds(swa_lr, expected):
     np.testing.assert_allclose(constant, [0.1] * 30 + [0.01] * 20, rtol=1e-6)
 
 
+@pytest.mark.slow  # a bn_cnn training run through the CLI (~13 s quiet); CI's slow stage runs it
 def test_swa_trains_on_and_saves_the_averaged_model(tmp_path, capsys):
     from fnn.cli._trained import load_trained
 

@@ -367,6 +367,10 @@ class Checkpoint(Callback):
         stateful = self._stateful(run)
         meta = ckpt.read_metadata(self.path)
         saved = meta.get("callbacks", {})
+        extra = sorted(set(saved) - set(stateful))
+        if extra:
+            raise ValueError(f"fit: {self.path} holds the state of callbacks {extra} that this run does not "
+                             f"have; resume with the same callbacks, or start afresh (resume=False)")
         for k, cb in stateful.items():  # saved by a run without this callback: it decides whether that is fine
             if k not in saved and hasattr(cb, "restore_absent"):
                 cb.restore_absent(run, int(meta["epoch"]))

@@ -110,6 +110,8 @@ def test_resuming_from_a_checkpoint_saved_without_swa(tmp_path):
     run(2, [Checkpoint(tmp_path / "a", verbose=False)])  # nothing averaged yet: SWA can take over
     resumed, _ = run(5, [SWA(2), Checkpoint(tmp_path / "a", verbose=False)])
     assert_same(resumed.params, whole.params)
+    with pytest.raises(ValueError, match=r"holds the state of callbacks \['SWA'\] that this run does not have"):
+        run(6, [Checkpoint(tmp_path / "a", verbose=False)])  # and an SWA checkpoint needs SWA to go on
     run(3, [Checkpoint(tmp_path / "b", verbose=False)])  # epoch 3 should have been averaged
     with pytest.raises(ValueError, match=r"saved after epoch 3 by a run without SWA, so epochs 3-3"):
         run(5, [SWA(2), Checkpoint(tmp_path / "b", verbose=False)])
