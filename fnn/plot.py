@@ -49,7 +49,7 @@ def _save(fig, canvas_cls, path) -> Path:
 
 
 def plot_history(history: History | Mapping[str, Sequence[Any]], path: str | os.PathLike, *,
-                 title: str | None = None) -> Path:
+                 title: str | None = None, points: Mapping[str, Mapping[str, float]] | None = None) -> Path:
     """Loss and accuracy per epoch, train and validation, side by side, saved as a PNG.
 
     Args:
@@ -58,15 +58,22 @@ def plot_history(history: History | Mapping[str, Sequence[Any]], path: str | os.
         (None) are skipped.
       path: the PNG file to write (parent directories are created).
       title: an optional title over both panels.
+      points: single results to mark as stars, by label: ``{label: {"epoch": e, "val_loss": l,
+        "val_accuracy": a}}`` (either metric may be left out), e.g. the validation figures of
+        the SWA mean after the last epoch (``fnn train --swa``).
 
     Returns:
       The path written.
 
     Raises:
       ImportError: matplotlib is not installed.
-      ValueError: the history has no epochs.
+      ValueError: the history has no epochs, or a point has no epoch.
     """
     Figure, FigureCanvasAgg, MaxNLocator = _matplotlib()
+    points = dict(points or {})
+    for label, point in points.items():
+        if "epoch" not in point:
+            raise ValueError(f"plot_history: point {label!r} needs an 'epoch', got keys {sorted(point)}")
     epochs = _series(history, "epoch")
     if not epochs:
         raise ValueError("plot_history: the history has no epochs")
@@ -82,6 +89,11 @@ def plot_history(history: History | Mapping[str, Sequence[Any]], path: str | os.
                 xs, ys = zip(*pts, strict=True)
                 label = "train" if split == "train" else "validation"
                 ax.plot(xs, ys, style, color=color, label=label, markersize=4, linewidth=1.6)
+                drawn = True
+        for label, point in points.items():
+            value = point.get(f"val_{metric}")
+            if value is not None and np.isfinite(value):
+                ax.plot([point["epoch"]], [value], "*", color="tab:red", markersize=13, label=label, zorder=5)
                 drawn = True
         ax.set_title(heading)
         ax.set_xlabel("epoch")

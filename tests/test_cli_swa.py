@@ -43,7 +43,7 @@ def test_swa_trains_on_and_saves_the_averaged_model(tmp_path, capsys):
     assert code == 0, captured.err
     result = json.loads(captured.out.strip().splitlines()[-1])
     assert (result["swa"], result["swa_lr"], result["swa_epochs"]) == (1, 0.003, 2)
-    assert 0.0 <= result["val_accuracy_swa"] <= 1.0
+    assert 0.0 <= result["val_accuracy_swa"] <= 1.0 and result["val_loss_swa"] > 0
     assert "SWA: the mean of the weights after epochs 2-3: validation accuracy" in captured.err
     # model.fnn holds the mean (and its recomputed statistics); the checkpoint the last epoch's weights.
     trained = load_trained("test", out)

@@ -32,6 +32,24 @@ def test_plot_history_writes_png(tmp_path, history):
     assert nbytes > 10_000 and width > 2 * height > 600  # two panels side by side
 
 
+def _red_pixels(path):
+    import matplotlib.image
+    rgb = matplotlib.image.imread(path)[..., :3]
+    return int(np.sum(np.all(np.abs(rgb - np.array([0xd6, 0x27, 0x28]) / 255) < 0.05, axis=-1)))
+
+
+def test_plot_history_marks_points_as_stars(tmp_path):
+    """A point (the SWA mean's validation figures) is drawn in red on the panels whose metric it has."""
+    plain = plot_history(_history(), tmp_path / "plain.png")
+    both = plot_history(_history(), tmp_path / "both.png",
+                        points={"SWA mean": {"epoch": 5, "val_accuracy": 0.97, "val_loss": 0.15}})
+    one = plot_history(_history(), tmp_path / "one.png", points={"SWA mean": {"epoch": 5, "val_accuracy": 0.97}})
+    assert _red_pixels(plain) == 0
+    assert _red_pixels(both) > _red_pixels(one) > 50
+    with pytest.raises(ValueError, match="point 'SWA mean' needs an 'epoch'"):
+        plot_history(_history(), tmp_path / "x.png", points={"SWA mean": {"val_accuracy": 0.9}})
+
+
 def test_plot_confusion_writes_png(tmp_path):
     conf = np.diag([90, 80, 70]) + 3
     path = plot_confusion(conf, ["a", "b", "c"], tmp_path / "conf.png")

@@ -139,7 +139,7 @@ def _callbacks(args, out: Path, metadata: dict, learning_rate) -> list:
     return callbacks
 
 
-def _write_outputs(args, out: Path, ds, history, result) -> list[str]:
+def _write_outputs(args, out: Path, ds, history, result, swa: dict) -> list[str]:
     """history.jsonl (steps.jsonl) and the plots; returns the names of the files written."""
     history.save_jsonl(out / HISTORY_FILE)
     written = [HISTORY_FILE]
@@ -153,7 +153,10 @@ def _write_outputs(args, out: Path, ds, history, result) -> list[str]:
             _log(f"fnn train: skipping plots: {e}")
             return written
         title = f"{args.model} on {ds.name}"
-        plot_history(history, out / "curves.png", title=title)
+        swa_point = ({f"SWA: mean of epochs {args.swa + 1}-{len(history)}": {
+            "epoch": len(history), "val_accuracy": swa["val_accuracy_swa"], "val_loss": swa["val_loss_swa"]}}
+            if swa.get("val_accuracy_swa") is not None else None)
+        plot_history(history, out / "curves.png", title=title, points=swa_point)
         plot_confusion(result["confusion"], CLASS_NAMES[ds.name], out / "confusion.png",
                        title=f"{title}: test accuracy {result['accuracy']:.4f}")
         written += ["curves.png", "confusion.png"]
@@ -187,13 +190,15 @@ def _swa_figures(args, model, ts, val, history) -> dict:
     if args.swa is None:
         return {}
     averaged = max(len(history) - args.swa, 0)
-    v = None if val is None else evaluate(model, loss_fn(args.loss), ts.params, ts.state, *val)["accuracy"]
+    # The training loss (label smoothing included), as the History's validation loss.
+    ev = None if val is None else evaluate(model, training_loss(args), ts.params, ts.state, *val)
+    v = None if ev is None else ev["accuracy"]
     last = history.records[-1]["val_accuracy"] if len(history) else None
     if v is not None and last is not None:
         _log(f"fnn train: SWA: the mean of the weights after epochs {args.swa + 1}-{len(history)}: validation "
              f"accuracy {v:.4f} (the last epoch's weights: {last:.4f})")
     return {"swa": args.swa, "swa_lr": args.lr / 10 if args.swa_lr is None else args.swa_lr,
-            "swa_epochs": averaged, "val_accuracy_swa": v}
+            "swa_epochs": averaged, "val_accuracy_swa": v, "val_loss_swa": None if ev is None else ev["loss"]}
 
 
 def _tta_figures(tta, args, ts, val, test) -> dict:
@@ -271,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
     echo(format_confusion(result["confusion"], CLASS_NAMES[ds.name]), file=summary_file)
     save_params(out / MODEL_FILE, ts.params, ts.state,
                 metadata={**metadata, "test_accuracy": result["accuracy"], "test_loss": result["loss"]})
-    written = [MODEL_FILE] + _write_outputs(args, out, ds, history, result)
+    written = [MODEL_FILE] + _write_outputs(args, out, ds, history, result, swa)
     report = {**_report(args, out, ds, history, result, wall0), **swa,
               **(_tta_figures(tta, args, ts, val, (x_test, y_test)) if tta is not None else {})}
     (out / RESULTS_FILE).write_text(json.dumps(report, indent=2) + "\n")
