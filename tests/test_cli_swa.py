@@ -1,4 +1,5 @@
-"""`fnn train --swa START --swa-lr LR`: the learning rate it trains with, the model it saves."""
+"""`fnn train --swa START --swa-lr LR` and `--ema DECAY`: the learning rate they train with, the
+model they save."""
 
 import argparse
 import json
@@ -44,7 +45,7 @@ def test_swa_trains_on_and_saves_the_averaged_model(tmp_path, capsys):
     result = json.loads(captured.out.strip().splitlines()[-1])
     assert (result["swa"], result["swa_lr"], result["swa_epochs"]) == (1, 0.003, 2)
     assert 0.0 <= result["val_accuracy_swa"] <= 1.0 and result["val_loss_swa"] > 0
-    assert "SWA: the mean of the weights after epochs 2-3: validation accuracy" in captured.err
+    assert "SWA: mean of epochs 2-3: validation accuracy" in captured.err
     # model.fnn holds the mean (and its recomputed statistics); the checkpoint the last epoch's weights.
     trained = load_trained("test", out)
     last_params, last_state = checkpoint.load_params(out / "checkpoint.fnn", trained.model)
@@ -57,3 +58,32 @@ def test_swa_not_below_epochs_is_refused(tmp_path, capsys):
                  "--no-progress", "--no-download"])
     assert code == 2
     assert "fnn train: error: --swa 2 must be below --epochs 2" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a bn_cnn training run through the CLI (~12 s quiet); CI's slow stage runs it
+def test_ema_saves_the_moving_average(tmp_path, capsys):
+    from fnn.cli._trained import load_trained
+
+    out = tmp_path / "run"
+    code = main(["train", "--model", "bn_cnn", "--epochs", "2", "--limit", "384", "--batch-size", "64", "--json",
+                 "--out", str(out), "--no-progress", "--no-download", "--ema", "0.9"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    assert result["ema"] == 0.9 and 0.0 <= result["val_accuracy_ema"] <= 1.0
+    assert "EMA of the weights (decay 0.9): validation accuracy" in captured.err
+    trained = load_trained("test", out)
+    last_params, last_state = checkpoint.load_params(out / "checkpoint.fnn", trained.model)
+    assert np.abs(jax.tree.leaves(trained.params)[-1] - jax.tree.leaves(last_params)[-1]).max() > 1e-4
+    assert np.abs(jax.tree.leaves(trained.state)[0] - jax.tree.leaves(last_state)[0]).max() > 1e-4
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--ema", "1.0"], "argument --ema: must be in (0, 1), got 1.0"),
+    (["--ema", "0.9", "--swa", "1"], "argument --swa: not allowed with argument --ema"),
+])
+def test_bad_averaging_arguments(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "mlp", "--epochs", "2", "--limit", "256", "--out", str(tmp_path),
+              "--no-progress", "--no-download", *extra])
+    assert message in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """``fnn train``'s recipe options: the learning-rate schedule (--schedule, --warmup-epochs),
-on-device augmentation (--augment, --crop-padding), --label-smoothing and batch mixing (--mixup,
---cutmix)."""
+on-device augmentation (--augment, --crop-padding), --label-smoothing, batch mixing (--mixup,
+--cutmix) and weight averaging (--ema, --swa, --swa-lr)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,12 @@ def add_recipe_arguments(t: argparse.ArgumentParser) -> None:
                         "EPS/classes (fnn.losses.label_smoothing); the train and validation losses are the "
                         "smoothed loss, the test loss the plain one, as fnn evaluate reports it "
                         "(default: %(default)s)")
-    t.add_argument("--swa", type=_positive_int, default=None, metavar="START",
+    avg = t.add_mutually_exclusive_group()
+    avg.add_argument("--ema", type=_decay, default=None, metavar="DECAY",
+                     help="keep an exponential moving average of the weights, updated every step "
+                          "(fnn.optim.with_ema; 0.999 averages about the last 1000 steps); the model saved and "
+                          "tested is the average, with BatchNorm statistics recomputed")
+    avg.add_argument("--swa", type=_positive_int, default=None, metavar="START",
                    help="stochastic weight averaging (fnn.train.SWA): --schedule spans the first START "
                         "epochs, then --swa-lr holds until --epochs; the model saved and tested is the mean of "
                         "the weights after epochs START+1..--epochs, with BatchNorm statistics recomputed")
@@ -91,6 +96,60 @@ def learning_rate(args: argparse.Namespace, steps_per_epoch: int) -> Any:
     first = _schedule(args, args.swa, steps_per_epoch, f"--swa {args.swa}")
     first = first if callable(first) else optim.constant_schedule(first)
     return optim.join([first, optim.constant_schedule(swa_lr)], [args.swa * steps_per_epoch])
+
+
+def _decay(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return value
+
+
+def ema_optimizer(args: argparse.Namespace, optimizer: Any) -> Any:
+    """`optimizer` with --ema's moving average of the weights in its state (fnn.optim.with_ema)."""
+    if args.ema is None:
+        return optimizer
+    from fnn import optim
+    return optim.with_ema(optimizer, args.ema)
+
+
+def ema_state(args: argparse.Namespace, trained: Layer, ts: Any, x_train: Any) -> Any:
+    """With --ema: the TrainState with the moving average as params and the BatchNorm statistics
+    recomputed for it on the training images (through `trained`, augmentation included)."""
+    if args.ema is None:
+        return ts
+    import jax
+
+    from fnn import optim
+    from fnn.train import recompute_batch_stats
+    params = optim.ema_params(ts.opt_state)
+    state = recompute_batch_stats(trained, params, ts.state, x_train, batch_size=args.batch_size,
+                                  key=jax.random.fold_in(ts.key, 0xE3))
+    return ts._replace(params=params, state=state)
+
+
+def averaged_figures(args: argparse.Namespace, model: Layer, ts: Any, val: Any, history: Any) -> tuple[dict, Any]:
+    """With --swa or --ema: the averaged model's validation figures for results.json, logged beside
+    the last epoch's weights' (the History's rows), and the point that marks them on curves.png."""
+    from fnn.cli._args import _log
+    from fnn.train import evaluate
+    if args.swa is None and args.ema is None:
+        return {}, None
+    if args.swa is not None:
+        what, key = f"SWA: mean of epochs {args.swa + 1}-{len(history)}", "swa"
+        out = {"swa": args.swa, "swa_lr": args.lr / 10 if args.swa_lr is None else args.swa_lr,
+               "swa_epochs": max(len(history) - args.swa, 0)}
+    else:
+        what, key, out = f"EMA of the weights (decay {args.ema:g})", "ema", {"ema": args.ema}
+    # The training loss (label smoothing included), as the History's validation loss.
+    ev = None if val is None else evaluate(model, training_loss(args), ts.params, ts.state, *val)
+    out[f"val_accuracy_{key}"] = None if ev is None else ev["accuracy"]
+    out[f"val_loss_{key}"] = None if ev is None else ev["loss"]
+    last = history.records[-1]["val_accuracy"] if len(history) else None
+    if ev is None or last is None:
+        return out, None
+    _log(f"fnn train: {what}: validation accuracy {ev['accuracy']:.4f} (the last epoch's weights: {last:.4f})")
+    return out, {what: {"epoch": len(history), "val_accuracy": ev["accuracy"], "val_loss": ev["loss"]}}
 
 
 def swa_callback(args: argparse.Namespace) -> list:

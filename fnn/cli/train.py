@@ -35,7 +35,10 @@ from fnn.cli._losses import DEFAULT, LOSSES, loss_fn, targets, with_output
 from fnn.cli._recipe import (
     add_recipe_arguments,
     augmented,
+    averaged_figures,
     batch_mixer,
+    ema_optimizer,
+    ema_state,
     learning_rate,
     swa_callback,
     training_loss,
@@ -139,7 +142,7 @@ def _callbacks(args, out: Path, metadata: dict, learning_rate) -> list:
     return callbacks
 
 
-def _write_outputs(args, out: Path, ds, history, result, swa: dict) -> list[str]:
+def _write_outputs(args, out: Path, ds, history, result, point) -> list[str]:
     """history.jsonl (steps.jsonl) and the plots; returns the names of the files written."""
     history.save_jsonl(out / HISTORY_FILE)
     written = [HISTORY_FILE]
@@ -153,10 +156,7 @@ def _write_outputs(args, out: Path, ds, history, result, swa: dict) -> list[str]
             _log(f"fnn train: skipping plots: {e}")
             return written
         title = f"{args.model} on {ds.name}"
-        swa_point = ({f"SWA: mean of epochs {args.swa + 1}-{len(history)}": {
-            "epoch": len(history), "val_accuracy": swa["val_accuracy_swa"], "val_loss": swa["val_loss_swa"]}}
-            if swa.get("val_accuracy_swa") is not None else None)
-        plot_history(history, out / "curves.png", title=title, points=swa_point)
+        plot_history(history, out / "curves.png", title=title, points=point)
         plot_confusion(result["confusion"], CLASS_NAMES[ds.name], out / "confusion.png",
                        title=f"{title}: test accuracy {result['accuracy']:.4f}")
         written += ["curves.png", "confusion.png"]
@@ -181,24 +181,6 @@ def _report(args, out: Path, ds, history, result, wall0: float) -> dict:
         "augment": args.augment, "schedule": args.schedule, "label_smoothing": args.label_smoothing,
         "mixup": args.mixup, "cutmix": args.cutmix, "tta": args.tta,
     }
-
-
-def _swa_figures(args, model, ts, val, history) -> dict:
-    """With --swa: the averaged model's validation accuracy (the History's rows are the trained
-    weights'), logged beside the last epoch's."""
-    from fnn.train import evaluate
-    if args.swa is None:
-        return {}
-    averaged = max(len(history) - args.swa, 0)
-    # The training loss (label smoothing included), as the History's validation loss.
-    ev = None if val is None else evaluate(model, training_loss(args), ts.params, ts.state, *val)
-    v = None if ev is None else ev["accuracy"]
-    last = history.records[-1]["val_accuracy"] if len(history) else None
-    if v is not None and last is not None:
-        _log(f"fnn train: SWA: the mean of the weights after epochs {args.swa + 1}-{len(history)}: validation "
-             f"accuracy {v:.4f} (the last epoch's weights: {last:.4f})")
-    return {"swa": args.swa, "swa_lr": args.lr / 10 if args.swa_lr is None else args.swa_lr,
-            "swa_epochs": averaged, "val_accuracy_swa": v, "val_loss_swa": None if ev is None else ev["loss"]}
 
 
 def _tta_figures(tta, args, ts, val, test) -> dict:
@@ -254,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     _log(str(model_summary))
     echo(table_header())
     try:
-        ts, history = fit(trained, loss, _build_optimizer(args, lr), (x_train, y_train),
+        ts, history = fit(trained, loss, ema_optimizer(args, _build_optimizer(args, lr)), (x_train, y_train),
                           epochs=args.epochs, batch_size=args.batch_size, key=fit_key, val_data=val,
                           fused=not args.per_step, grad_mode=args.grad_mode,
                           callbacks=_callbacks(args, out, metadata, lr) + ([mix] if mix else []) + swa_callback(args))
@@ -268,7 +250,8 @@ def run(args: argparse.Namespace) -> int:
     if history.stop_reason:
         _log(f"fnn train: {history.stop_reason}")
 
-    swa = _swa_figures(args, model, ts, val, history)
+    ts = ema_state(args, trained, ts, x_train)
+    averaged, point = averaged_figures(args, model, ts, val, history)
     result = evaluate(model, loss_fn(args.loss), ts.params, ts.state, x_test, y_test)
     summary_file = sys.stderr if args.json else sys.stdout
     echo(f"test: loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f} "
@@ -276,8 +259,8 @@ def run(args: argparse.Namespace) -> int:
     echo(format_confusion(result["confusion"], CLASS_NAMES[ds.name]), file=summary_file)
     save_params(out / MODEL_FILE, ts.params, ts.state,
                 metadata={**metadata, "test_accuracy": result["accuracy"], "test_loss": result["loss"]})
-    written = [MODEL_FILE] + _write_outputs(args, out, ds, history, result, swa)
-    report = {**_report(args, out, ds, history, result, wall0), **swa,
+    written = [MODEL_FILE] + _write_outputs(args, out, ds, history, result, point)
+    report = {**_report(args, out, ds, history, result, wall0), **averaged,
               **(_tta_figures(tta, args, ts, val, (x_test, y_test)) if tta is not None else {})}
     (out / RESULTS_FILE).write_text(json.dumps(report, indent=2) + "\n")
     written.append(RESULTS_FILE)

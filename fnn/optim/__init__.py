@@ -8,6 +8,7 @@ other keyword is a ``TypeError``.
 
 from fnn.optim.adagrad import AdagradState, adagrad
 from fnn.optim.adam import AdamState, adam, adamw
+from fnn.optim.averaging import EmaState, ema_params, with_ema
 from fnn.optim.momentum import MomentumState, ema_momentum, momentum
 from fnn.optim.nesterov import nesterov
 from fnn.optim.rmsprop import RmspropState, rmsprop
@@ -45,7 +46,7 @@ from fnn.optim.transforms import (
 __all__ = [
     "sgd", "momentum", "ema_momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "rprop",
     "chain", "clip_by_value", "clip_by_global_norm", "add_weight_decay", "scale_by_learning_rate",
-    "apply_updates", "global_norm",
+    "apply_updates", "global_norm", "with_ema", "ema_params", "EmaState",
     "constant_schedule", "step_decay", "exponential_decay", "cosine_decay", "linear_warmup", "join",
     "warmup_cosine_decay", "one_cycle",
     "reduce_on_plateau",

@@ -134,9 +134,11 @@ UPDATE_CONTRACT = {
     "add_weight_decay": lambda: optim.add_weight_decay(0.1),
     "scale_by_learning_rate": lambda: optim.scale_by_learning_rate(0.1),
     "chain": lambda: optim.chain(optim.clip_by_value(1.0), optim.adam(0.1)),
+    "with_ema": lambda: optim.with_ema(optim.sgd(0.1), 0.9),
 }
 NOT_OPTIMIZERS = {"apply_updates", "global_norm", "reduce_on_plateau", "constant_schedule", "step_decay",
-                  "exponential_decay", "cosine_decay", "linear_warmup", "join", "warmup_cosine_decay", "one_cycle"}
+                  "exponential_decay", "cosine_decay", "linear_warmup", "join", "warmup_cosine_decay", "one_cycle",
+                  "ema_params"}
 
 
 def test_the_update_contract_covers_every_optimizer():
