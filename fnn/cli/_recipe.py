@@ -92,10 +92,14 @@ def learning_rate(args: argparse.Namespace, steps_per_epoch: int) -> Any:
     if args.swa >= args.epochs:
         raise _Exit(2, f"fnn train: error: --swa {args.swa} must be below --epochs {args.epochs} "
                        f"(the schedule's epochs, then the averaged ones)")
-    swa_lr = args.lr / 10 if args.swa_lr is None else args.swa_lr
     first = _schedule(args, args.swa, steps_per_epoch, f"--swa {args.swa}")
     first = first if callable(first) else optim.constant_schedule(first)
-    return optim.join([first, optim.constant_schedule(swa_lr)], [args.swa * steps_per_epoch])
+    return optim.join([first, optim.constant_schedule(_swa_lr(args))], [args.swa * steps_per_epoch])
+
+
+def _swa_lr(args: argparse.Namespace) -> float:
+    """--swa-lr, by default --lr / 10."""
+    return args.lr / 10 if args.swa_lr is None else args.swa_lr
 
 
 def _decay(text: str) -> float:
@@ -118,14 +122,9 @@ def ema_state(args: argparse.Namespace, trained: Layer, ts: Any, x_train: Any) -
     recomputed for it on the training images (through `trained`, augmentation included)."""
     if args.ema is None:
         return ts
-    import jax
-
     from fnn import optim
-    from fnn.train import recompute_batch_stats
-    params = optim.ema_params(ts.opt_state)
-    state = recompute_batch_stats(trained, params, ts.state, x_train, batch_size=args.batch_size,
-                                  key=jax.random.fold_in(ts.key, 0xE3))
-    return ts._replace(params=params, state=state)
+    from fnn.train.averaging import averaged_state
+    return averaged_state(trained, ts, optim.ema_params(ts.opt_state), x_train, batch_size=args.batch_size)
 
 
 def averaged_figures(args: argparse.Namespace, model: Layer, ts: Any, val: Any, history: Any) -> tuple[dict, Any]:
@@ -137,7 +136,7 @@ def averaged_figures(args: argparse.Namespace, model: Layer, ts: Any, val: Any, 
         return {}, None
     if args.swa is not None:
         what, key = f"SWA: mean of epochs {args.swa + 1}-{len(history)}", "swa"
-        out = {"swa": args.swa, "swa_lr": args.lr / 10 if args.swa_lr is None else args.swa_lr,
+        out = {"swa": args.swa, "swa_lr": _swa_lr(args),
                "swa_epochs": max(len(history) - args.swa, 0)}
     else:
         what, key, out = f"EMA of the weights (decay {args.ema:g})", "ema", {"ema": args.ema}

@@ -83,6 +83,18 @@ def recompute_batch_stats(model: Layer, params: PyTree, state: PyTree, x: Any, *
     return jax.tree.unflatten(treedef, out)
 
 
+def averaged_state(model: Layer, ts: Any, params: PyTree, x: Any, *, batch_size: int,
+                   recompute_stats: bool = True) -> Any:
+    """TrainState `ts` with averaged `params` (SWA's mean, ``optim.ema_params``) and, unless
+    ``recompute_stats=False``, its state recomputed for them by ``recompute_batch_stats`` on `x`
+    (with a key folded from ``ts.key``; the TrainState's own key is left as it is)."""
+    state = ts.state
+    if recompute_stats:
+        state = recompute_batch_stats(model, params, state, x, batch_size=batch_size,
+                                      key=jax.random.fold_in(ts.key, 0x5A))
+    return ts._replace(params=params, state=state)
+
+
 @jax.jit
 def _running_mean(avg: PyTree, params: PyTree, count: jax.Array) -> PyTree:
     """avg + (params − avg)/(count + 1): the mean of count + 1 parameter sets."""
@@ -143,12 +155,8 @@ class SWA(Callback):
     def on_fit_end(self, run: Run) -> None:
         if not self.count:
             return
-        state = run.ts.state
-        if self.recompute_stats:
-            x = run.train_data[0]
-            key = jax.random.fold_in(run.ts.key, 0x5A)
-            state = recompute_batch_stats(run.model, self.avg, state, x, batch_size=run.batch_size, key=key)
-        run.ts = run.ts._replace(params=self.avg, state=state)
+        run.ts = averaged_state(run.model, run.ts, self.avg, run.train_data[0], batch_size=run.batch_size,
+                                recompute_stats=self.recompute_stats)
 
     def checkpoint_state(self, run: Run) -> tuple[Any, dict]:
         # Before the first averaged epoch the current params stand in (same structure).
